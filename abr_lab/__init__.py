@@ -1,0 +1,1 @@
+"""abr_lab: Lightning + Hydra training for signal and vision model families."""

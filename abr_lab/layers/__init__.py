@@ -1,0 +1,1 @@
+"""Blocks shared between model families (S4D, attention, FiLM, SincConv, residual conv) land here as families need them."""

@@ -1,0 +1,108 @@
+"""Training entry point: `python train.py model=<family> [overrides]`, or the console script `abr-train`.
+
+Flow: print and save the resolved config; seed; instantiate the DataModule, the LightningModule, callbacks, loggers
+and the trainer from the config; fit; test the best checkpoint; write `metrics.json`; return the value of
+`optimized_metric` so Hydra sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+from abr_lab.run_dir import save_config, write_metrics
+
+log = logging.getLogger(__name__)
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a `_target_` of a config group such as `callbacks` or `logger`."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """Path of the best checkpoint the run saved, or None (no checkpoint callback, or fast_dev_run)."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+        return callback.best_model_path
+    return None
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Run one training + test and return the run's summary (what `metrics.json` holds)."""
+    output_dir = Path(cfg.paths.output_dir)
+    save_config(cfg, output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+
+    log.info("data: %s", cfg.data._target_)
+    # _convert_="all": plain lists and dicts reach the constructors, so hyperparameters saved in checkpoints
+    # are plain values that load without Hydra or OmegaConf
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    log.info("model: %s", cfg.model._target_)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
+    callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    loggers: list[Logger] = instantiate_group(cfg.get("logger"))
+    if not loggers:  # Lightning refuses a LearningRateMonitor without a logger; with logger=none there is none
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
+
+    best = best_checkpoint(trainer)
+    if best is None:
+        log.warning("no best checkpoint (checkpointing off or fast_dev_run): testing the final weights")
+    test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best)
+
+    callback = trainer.checkpoint_callback
+    best_score = callback.best_model_score if isinstance(callback, ModelCheckpoint) else None
+    summary = {
+        "test": test_results[0] if test_results else {},
+        "best_checkpoint": best,
+        "best_score": best_score,
+        "monitor": cfg.monitor.metric,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit": {k: v for k, v in fit_metrics.items() if k.startswith("val/")},
+    }
+    if trainer.is_global_zero:
+        write_metrics(output_dir, summary)
+    return summary
+
+
+def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
+    """The value a sweep optimises: the best checkpoint's score when `optimized_metric` is the monitored metric
+    (not the last epoch's), else the named test or validation metric."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name == summary["monitor"] and summary["best_score"] is not None:
+        return float(summary["best_score"])
+    for source in (summary["test"], summary["fit"]):
+        if name in source:
+            return float(source[name])
+    raise KeyError(f"optimized_metric={name!r} was not logged; test metrics: {sorted(summary['test'])}")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return objective(cfg, train(cfg))
+
+
+if __name__ == "__main__":
+    main()

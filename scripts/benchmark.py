@@ -1,0 +1,108 @@
+"""Speed benchmarks, written to a results file (never asserted in tests).
+
+    python scripts/benchmark.py lstm [--smoke] [--out benchmarks/results.json]
+
+lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
+streaming use), measured in one run, and their ratio. Medians over repeats after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning
+import torch
+
+from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
+from abr_lab.lstm_extractor.network import build_inputs
+from abr_lab.run_dir import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_lstm(smoke: bool) -> dict[str, float]:
+    """Batched full-sequence inference vs the stateful step-by-step loop, default network, CPU."""
+    batch, seq_len, stateful_steps, repeats = (8, 200, 50, 1) if smoke else (256, 2000, 1000, 5)
+    net = LSTMExtractor().eval()
+    cond = torch.eye(4).repeat(batch // 4 or 1, 1)[:batch]
+    mixture = torch.randn(batch, seq_len)
+    x = build_inputs(mixture, cond)
+
+    @torch.inference_mode()
+    def batched() -> None:
+        net(x)
+
+    stream = StatefulExtractor(net)
+    one_cond, samples = torch.eye(4)[:1], torch.randn(1, stateful_steps)
+
+    def stateful() -> None:
+        stream.run(samples, one_cond)
+
+    batched_rate = batch * seq_len / median_seconds(batched, repeats)
+    stateful_rate = stateful_steps / median_seconds(stateful, repeats)
+    return {
+        "batch_size": batch,
+        "sequence_length": seq_len,
+        "batched_steps_per_s": batched_rate,
+        "stateful_steps_per_s": stateful_rate,
+        "batched_over_stateful": batched_rate / stateful_rate,
+    }
+
+
+BENCHMARKS = {"lstm": bench_lstm}
+
+
+def environment() -> dict[str, object]:
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("families", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the fields, not speed")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    args = parser.parse_args(argv)
+
+    results: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results["environment"] = environment()
+    for family in args.families or list(BENCHMARKS):
+        results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
+        print(
+            f"{family}: "
+            + ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in results[family].items())
+        )
+    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real config, shrunk to run in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from abr_lab.config import compose_config
+
+# Tiny sinusoid task: 8 train signals of 0.5 s, a 1-layer 8-unit LSTM, 100-step chunks.
+TINY_LSTM = [
+    "model=lstm_extractor",
+    "model.arch=lstm_extractor_tiny",
+    "model.chunk_len=100",
+    "model.settle_s=0.1",
+    "model.warmup_steps=1",
+    "data.duration_s=0.5",
+    "data.num_train=8",
+    "data.num_val=4",
+    "data.num_test=4",
+    "data.batch_size=8",
+    "trainer=cpu",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path):
+    """Factory: the tiny LSTM config rooted in `tmp_path` (data, outputs), plus extra overrides."""
+
+    def make(*overrides: str, run: str = "run") -> DictConfig:
+        return compose_config([*TINY_LSTM, *overrides], output_dir=tmp_path / run, root_dir=tmp_path)
+
+    return make

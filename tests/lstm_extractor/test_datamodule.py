@@ -1,0 +1,60 @@
+"""SinusoidDataModule: batches, windows, and refusing bad files."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from abr_lab.data import DataFileError
+from abr_lab.lstm_extractor import SinusoidDataModule
+
+
+def make_dm(tmp_path, **kwargs) -> SinusoidDataModule:
+    args = dict(data_dir=str(tmp_path), duration_s=0.3, num_train=4, num_val=2, num_test=2, batch_size=4)
+    return SinusoidDataModule(**{**args, **kwargs})
+
+
+def test_batches_pair_every_signal_with_every_condition(tmp_path):
+    dm = make_dm(tmp_path)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.datasets["train"]) == 16
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["mixture"].shape == (4, 300) and batch["target"].shape == (4, 300)
+    assert batch["condition"].shape == (4, 4)
+    torch.testing.assert_close(batch["condition"].argmax(-1), batch["freq_index"])
+    torch.testing.assert_close(batch["mixture"][0], batch["mixture"][3])  # same signal, four conditions
+
+
+def test_train_windows_are_random_crops_of_whole_signals(tmp_path):
+    dm = make_dm(tmp_path, train_window_s=0.1)
+    dm.prepare_data()
+    dm.setup("fit")
+    item = dm.datasets["train"][5]
+    assert item["mixture"].shape == (100,)
+    full = dm.datasets["train"].mixture[1].numpy()
+    start = np.flatnonzero(np.isclose(full, item["mixture"][0].item()))
+    assert any(np.allclose(full[s : s + 100], item["mixture"].numpy()) for s in start)
+    assert dm.datasets["val"][0]["mixture"].shape == (300,)  # evaluation on whole signals
+
+
+def test_nan_in_a_file_is_an_error_naming_file_and_key(tmp_path):
+    dm = make_dm(tmp_path)
+    dm.prepare_data()
+    with h5py.File(dm.path("train"), "a") as f:
+        f["mixture"][0, 0] = np.nan
+    with pytest.raises(DataFileError, match=r"train.*'mixture'.*NaN"):
+        dm.setup("fit")
+
+
+def test_wrong_shape_is_an_error(tmp_path):
+    dm = make_dm(tmp_path)
+    dm.prepare_data()
+    with h5py.File(dm.path("test"), "a") as f:
+        data = f["targets"][()]
+        del f["targets"]
+        f["targets"] = data[:, :2]
+    with pytest.raises(DataFileError, match="'targets' has shape"):
+        dm.setup("test")

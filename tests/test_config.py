@@ -1,0 +1,87 @@
+"""Every option of every config group composes, and its objects instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
+
+from abr_lab.config import compose_config
+from abr_lab.train import CONFIG_DIR, instantiate_group
+from tests.conftest import TINY_LSTM
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+
+
+def test_defaults_compose_to_the_lstm_family(tmp_path):
+    cfg = compose_config(root_dir=tmp_path)
+    assert cfg.model._target_.endswith("LSTMExtractorModule")
+    assert cfg.data._target_.endswith("SinusoidDataModule")
+    assert cfg.monitor.metric == "val/mse" and cfg.optimized_metric == "val/mse"
+    assert cfg.model.freqs == cfg.data.freqs  # one source for data-dependent arguments
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_model_selects_its_data_and_everything_instantiates(model, tmp_path):
+    cfg = compose_config([f"model={model}"], root_dir=tmp_path, output_dir=tmp_path / "run")
+    assert HydraConfig.get().runtime.choices["data"] != "???"
+    assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
+    assert isinstance(hydra.utils.instantiate(cfg.model, _convert_="all"), L.LightningModule)
+    assert instantiate_group(cfg.callbacks) and instantiate_group(cfg.logger)
+
+
+def test_data_on_the_command_line_beats_the_models_choice(tmp_path):
+    cfg = compose_config(["model=lstm_extractor", "data=sinusoids_per_step"], root_dir=tmp_path)
+    assert cfg.data.noise_model == "per_step"
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_option_instantiates(data, tmp_path):
+    cfg = compose_config([f"data={data}"], root_dir=tmp_path)
+    assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_option_instantiates(trainer, tmp_path, monkeypatch):
+    monkeypatch.setenv("NUM_NODES", "2")
+    cfg = compose_config([f"trainer={trainer}"], root_dir=tmp_path, output_dir=tmp_path / "run")
+    if trainer == "multi_node":
+        assert cfg.trainer.num_nodes == 2  # read from the environment
+    if cfg.trainer.accelerator == "gpu":  # no GPU here: check the rest of the config on CPU
+        cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 2
+    assert isinstance(hydra.utils.instantiate(cfg.trainer), L.Trainer)
+
+
+@pytest.mark.parametrize("group", ["logger", "callbacks", "curriculum", "debug", "experiment"], ids=lambda g: g)
+def test_every_option_of_the_other_groups_composes(group, tmp_path):
+    for option in options(group):
+        cfg = compose_config([f"{group}={option}"], root_dir=tmp_path, output_dir=tmp_path / "run")
+        instantiate_group(cfg.get("callbacks"))
+        instantiate_group(cfg.get("logger"))
+
+
+@pytest.mark.parametrize("debug", options("debug"))
+def test_debug_modes_run_the_tiny_task(debug, tiny_cfg):
+    from abr_lab.train import train
+
+    cfg = tiny_cfg(f"debug={debug}", "trainer.max_epochs=2", "logger=none")
+    if debug == "overfit":
+        cfg.trainer.max_epochs = 2
+    assert "test/mse" in train(cfg)["test"]
+
+
+def test_unknown_option_lists_the_available_ones(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="Available options in 'model'") as err:
+        compose_config(["model=nope"], root_dir=tmp_path)
+    assert "lstm_extractor" in str(err.value)
+
+
+def test_tiny_overrides_are_valid(tmp_path):
+    cfg = compose_config(TINY_LSTM, root_dir=tmp_path)
+    assert cfg.model.arch == "lstm_extractor_tiny"

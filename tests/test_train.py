@@ -1,0 +1,98 @@
+"""End-to-end runs of train.py on the tiny LSTM task: outputs, logs, resume, the command line, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from abr_lab.lstm_extractor import LSTMExtractorModule
+from abr_lab.train import objective, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fast_dev_run_writes_metrics(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("debug=fdr")
+    summary = train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["test/mse"] == pytest.approx(summary["test"]["test/mse"])
+    assert metrics["num_parameters"] == sum(
+        p.numel() for p in LSTMExtractorModule(arch="lstm_extractor_tiny").parameters()
+    )
+    assert metrics["best_checkpoint"] is None  # fast_dev_run saves no checkpoint
+    assert (tmp_path / "run" / "config.yaml").read_text().startswith("seed: 42")
+
+
+def test_two_epochs_leave_checkpoints_logs_and_metrics(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("trainer.max_epochs=2")
+    summary = train(cfg)
+    run = tmp_path / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    best = Path(summary["best_checkpoint"])
+    assert best.is_file() and best.parent == run / "checkpoints"
+    assert objective(cfg, summary) == pytest.approx(float(summary["best_score"]))
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    scalars = events.Tags()["scalars"]
+    for tag in ("train/loss", "val/mse", "val/mse_1hz", "val/r2", "val/snr_db", "val/corr", "test/mse"):
+        assert tag in scalars, tag
+    assert "val/extraction" in events.Tags()["images"]
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"test/mse", "test/r2", "test/snr_db", "test/corr", "test/mse_7hz"} <= set(metrics["test"])
+    assert metrics["epochs"] == 2
+
+    # the checkpoint alone rebuilds the model: no Hydra, no config
+    model = LSTMExtractorModule.load_from_checkpoint(best, weights_only=True)
+    assert model.hparams.arch == "lstm_extractor_tiny"
+
+
+def test_resume_from_last_continues_the_epoch_counter(tiny_cfg, tmp_path):
+    first = train(tiny_cfg("trainer.max_epochs=2", run="first"))
+    last = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == first["global_step"]
+
+    resumed = train(tiny_cfg("trainer.max_epochs=3", f"ckpt_path={last}", run="second"))
+    assert resumed["epochs"] == 3
+    steps_per_epoch = first["global_step"] // 2
+    assert resumed["global_step"] == first["global_step"] + steps_per_epoch
+    events = EventAccumulator(str(tmp_path / "second" / "tensorboard")).Reload()
+    epochs_logged = {int(e.value) for e in events.Scalars("epoch")}
+    assert min(epochs_logged) == 2  # training went on at the third epoch, not from scratch
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tiny = [a for a in __import__("tests.conftest", fromlist=["TINY_LSTM"]).TINY_LSTM]
+    cmd = [sys.executable, str(REPO / "train.py"), *args, *tiny, "debug=fdr", "logger=csv"]
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_command_line_run_layout(tmp_path):
+    result = _cli(cwd=tmp_path)
+    runs = list((tmp_path / "outputs" / "lstm_extractor").iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    for name in (".hydra/config.yaml", "config.yaml", "metrics.json", "checkpoints"):
+        assert (run / name).exists(), name
+    assert "monitor:" in result.stdout  # the resolved config is printed
+
+
+def test_multirun_makes_one_directory_per_job(tmp_path):
+    _cli("-m", "model.lr=1e-3,2e-3", cwd=tmp_path)
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1"]
+    for job in jobs:
+        assert (sweeps[0] / job / "metrics.json").is_file()
