@@ -1,1 +1,4 @@
-"""Blocks shared between model families (S4D, attention, FiLM, SincConv, residual conv) land here as families need them."""
+"""Blocks shared between model families (S4D, attention, FiLM, SincConv, residual conv).
+
+Empty until a second family needs a block; then it moves here instead of being copied.
+"""
