@@ -1,14 +1,12 @@
 """What a run leaves in its directory besides checkpoints and logs: the resolved config and `metrics.json`.
 
-Files are written to a temporary name and renamed, so a crash never leaves a half-written file.
+Both are written atomically (`abr_lab.atomic`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,27 +14,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def default_file_mode() -> int:
-    """0o666 minus the process umask: what `open(path, "w")` would have given (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+from abr_lab.atomic import atomic_write_text
 
 
 def _plain(value: Any) -> Any:

@@ -39,6 +39,22 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
+def checkpoint_facts(path: str) -> dict[str, Any]:
+    """Epochs completed, step and best monitored score recorded in a checkpoint.
+
+    Read from the file rather than the trainer: with spawned processes (`trainer=ddp_sim`) the launching process's
+    trainer does not see the workers' epoch counter or ModelCheckpoint scores.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    states = [v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+    score = states[0].get("best_model_score") if states else None
+    return {
+        "epochs": ckpt["epoch"] + 1,
+        "global_step": ckpt["global_step"],
+        "best_score": None if score is None else float(score),
+    }
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training + test and return the run's summary (what `metrics.json` holds)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -61,28 +77,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    fit_metrics = {k: v for k, v in trainer.callback_metrics.items()}
-
+    fit_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     best = best_checkpoint(trainer)
     if best is None:
         log.warning("no best checkpoint (checkpointing off or fast_dev_run): testing the final weights")
     test_results = trainer.test(model, datamodule=datamodule, ckpt_path=best)
 
-    callback = trainer.checkpoint_callback
-    best_score = callback.best_model_score if isinstance(callback, ModelCheckpoint) else None
     summary = {
         "test": test_results[0] if test_results else {},
         "best_checkpoint": best,
-        "best_score": best_score,
         "monitor": cfg.monitor.metric,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "fit": {k: v for k, v in fit_metrics.items() if k.startswith("val/")},
+        **progress_facts(trainer),
+        "fit": fit_metrics,
     }
-    if trainer.is_global_zero:
-        write_metrics(output_dir, summary)
+    write_metrics(output_dir, summary)  # rank zero only
     return summary
+
+
+def progress_facts(trainer: L.Trainer) -> dict[str, Any]:
+    """Epochs completed, global step and best monitored score of the finished fit."""
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.dirpath and Path(callback.dirpath, "last.ckpt").is_file():
+        return checkpoint_facts(str(Path(callback.dirpath, "last.ckpt")))  # holds the run's final best score
+    score = callback.best_model_score if isinstance(callback, ModelCheckpoint) else None
+    return {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "best_score": score}
 
 
 def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:

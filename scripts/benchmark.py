@@ -21,9 +21,9 @@ from pathlib import Path
 import lightning
 import torch
 
+from abr_lab.atomic import atomic_write_text
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
 from abr_lab.lstm_extractor.network import build_inputs
-from abr_lab.run_dir import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from abr_lab.config import compose_config
 
-# Tiny sinusoid task: 8 train signals of 0.5 s, a 1-layer 8-unit LSTM, 100-step chunks.
+# Tiny sinusoid task: 8 train signals of 0.5 s (0.3-s training windows), a 1-layer 8-unit LSTM, 100-step chunks.
 TINY_LSTM = [
     "model=lstm_extractor",
     "model.arch=lstm_extractor_tiny",
@@ -17,6 +17,7 @@ TINY_LSTM = [
     "model.settle_s=0.1",
     "model.warmup_steps=1",
     "data.duration_s=0.5",
+    "data.train_window_s=0.3",
     "data.num_train=8",
     "data.num_val=4",
     "data.num_test=4",

@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from abr_lab.metrics import SignalNoiseRatio, signal_metrics, snr_db
+from abr_lab.metrics import WaveformMetrics
 
 
-def test_snr_pools_energy_over_batches():
-    metric = SignalNoiseRatio()
-    metric.update(torch.tensor([1.0, 1.0]), torch.tensor([2.0, 0.0]))  # target energy 4, error 2
-    metric.update(torch.tensor([3.0]), torch.tensor([3.0]))  # target energy 9, error 0
-    assert metric.compute().item() == pytest.approx(10 * math.log10(13 / 2))
+def test_scores_match_hand_computed_values():
+    target = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    pred = torch.tensor([[0.0, 1.0, 2.0, 5.0]])
+    values = WaveformMetrics()(pred, target)
+    assert values["mse"].item() == pytest.approx(1.0)
+    assert values["r2"].item() == pytest.approx(1 - 4 / 5)  # SSE 4, SST 5
+    assert values["snr_db"].item() == pytest.approx(10 * math.log10(14 / 4))  # Σt² 14, Σ(t-p)² 4
+    assert values["corr"].item() == pytest.approx(np.corrcoef(pred[0], target[0])[0, 1], rel=1e-6)
 
 
-def test_snr_of_a_perfect_prediction_is_infinite():
-    assert math.isinf(snr_db(torch.tensor(1.0), torch.tensor(0.0)).item())
+def test_values_pool_over_batches_and_split_by_group():
+    metric = WaveformMetrics(group_names=("a", "b", "c"))
+    metric.update(torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([0]))  # err 2 over 2
+    metric.update(torch.tensor([[3.0, 0.0], [1.0, 1.0]]), torch.tensor([[3.0, 2.0], [1.0, 1.0]]), torch.tensor([1, 0]))
+    values = metric.compute()
+    assert values["mse"].item() == pytest.approx((2 + 4 + 0) / 6)
+    assert values["mse_a"].item() == pytest.approx(2 / 4)
+    assert values["mse_b"].item() == pytest.approx(4 / 2)
+    assert "mse_c" not in values  # a group with no data is absent, never NaN
 
 
-def test_snr_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="same shape"):
-        SignalNoiseRatio().update(torch.zeros(3), torch.zeros(4))
-
-
-def test_signal_metrics_collection():
-    target = torch.tensor([0.0, 1.0, 2.0, 3.0])
-    pred = torch.tensor([0.0, 1.0, 2.0, 5.0])
-    values = signal_metrics().clone(prefix="val/")(pred, target)
-    assert values["val/mse"].item() == pytest.approx(1.0)
-    assert values["val/r2"].item() == pytest.approx(1 - 4 / 5)  # SSE 4, SST 5
-    assert values["val/corr"].item() == pytest.approx(float(torch.corrcoef(torch.stack([pred, target]))[0, 1]))
+def test_perfect_prediction_and_bad_shapes():
+    values = WaveformMetrics()(torch.ones(2, 3) * torch.arange(3.0), torch.ones(2, 3) * torch.arange(3.0))
+    assert values["mse"].item() == 0 and math.isinf(values["snr_db"].item())
+    with pytest.raises(ValueError, match="equal"):
+        WaveformMetrics().update(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="index"):
+        WaveformMetrics(group_names=("a",)).update(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([1]))

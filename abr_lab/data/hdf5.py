@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from abr_lab.run_dir import default_file_mode
+from abr_lab.atomic import atomic_path
 
 PARAMS_ATTR = "generator_params"
 HASH_ATTR = "generator_hash"
@@ -37,22 +35,9 @@ def params_hash(params: Mapping[str, Any]) -> str:
 
 @contextmanager
 def atomic_h5_file(path: str | Path) -> Iterator[h5py.File]:
-    """Open a temporary HDF5 file next to `path` and move it onto `path` only if the block succeeds.
-
-    A crash or Ctrl-C mid-write leaves no half-written file under the final name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp_name, "w") as f:
-            yield f
-        os.chmod(tmp_name, default_file_mode())
-        os.replace(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    """An HDF5 file open for writing that appears under `path` only if the block succeeds."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        yield f
 
 
 def read_arrays(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -72,18 +57,6 @@ def read_arrays(path: str | Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
             except (OSError, KeyError) as err:
                 raise DataFileError(f"{path}: dataset '{key}' cannot be read ({err})") from err
     return out
-
-
-def read_params(path: str | Path) -> dict[str, Any]:
-    """The generator parameters stored in `path`'s attributes."""
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            if PARAMS_ATTR not in f.attrs:
-                raise DataFileError(f"{path}: missing attribute '{PARAMS_ATTR}': not a file this generator wrote")
-            return json.loads(f.attrs[PARAMS_ATTR])
-    except OSError as err:
-        raise DataFileError(f"{path}: not a readable HDF5 file ({err})") from err
 
 
 def ensure_generated(

@@ -97,6 +97,8 @@ class SinusoidDataModule(L.LightningDataModule):
                 raise ValueError(f"num_{split}={n}: need at least one signal")
         self.data_dir, self.seed = Path(data_dir), seed
         self.batch_size, self.num_workers = batch_size, num_workers
+        if train_window_s is not None and not 0 < train_window_s <= duration_s:
+            raise ValueError(f"train_window_s={train_window_s}: need 0 < train_window_s <= duration_s={duration_s}")
         self.train_window = None if train_window_s is None else int(round(train_window_s * fs))
         self.datasets: dict[str, SinusoidDataset] = {}
 

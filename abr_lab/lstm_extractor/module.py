@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torch import Tensor, nn
-from torchmetrics import MeanSquaredError, MetricCollection
 
 from abr_lab.lstm_extractor.network import LSTMState, build_inputs, detach_state
-from abr_lab.metrics import signal_metrics
+from abr_lab.metrics import WaveformMetrics
 from abr_lab.optim import warmup_cosine
 from abr_lab.registry import create_model
 
@@ -28,34 +27,33 @@ Batch = dict[str, Tensor]
 
 
 class ExtractionMetrics(nn.Module):
-    """One stage's metrics: overall, after the settling time, and per frequency."""
+    """One stage's metrics: overall and per frequency over whole signals, and MSE after the settling time."""
 
     def __init__(self, stage: str, freqs: Sequence[float], settle_steps: int) -> None:
         super().__init__()
-        self.settle_steps = settle_steps
-        self.overall = signal_metrics().clone(prefix=f"{stage}/")
-        self.settled = MetricCollection({"mse_settled": MeanSquaredError()}, prefix=f"{stage}/")
-        self.per_freq = nn.ModuleList(signal_metrics().clone(prefix=f"{stage}/", postfix=f"_{f:g}hz") for f in freqs)
+        self.stage, self.settle_steps = stage, settle_steps
+        self.whole = WaveformMetrics(group_names=tuple(f"{f:g}hz" for f in freqs))
+        self.settled = WaveformMetrics()
 
     def update(self, pred: Tensor, target: Tensor, freq_index: Tensor) -> None:
         """pred, target (b, t); freq_index (b,)."""
-        self.overall.update(pred.flatten(), target.flatten())
+        self.whole.update(pred, target, freq_index)
         if pred.shape[1] > self.settle_steps:
-            self.settled.update(pred[:, self.settle_steps :].flatten(), target[:, self.settle_steps :].flatten())
-        for k, metrics in enumerate(self.per_freq):
-            rows = freq_index == k
-            if rows.any():
-                metrics.update(pred[rows].flatten(), target[rows].flatten())
+            self.settled.update(pred[:, self.settle_steps :], target[:, self.settle_steps :])
 
     def compute_and_reset(self) -> dict[str, Tensor]:
-        """Values of every collection that saw data this epoch; all reset afterwards."""
-        out: dict[str, Tensor] = {}
-        for collection in (self.overall, self.settled, *self.per_freq):
-            if any(m.update_count > 0 for m in collection.values()):
-                out.update(collection.compute())
-            with torch.inference_mode(False):  # fresh states must not be inference tensors: fit may follow validate
-                collection.reset()
-        return out
+        """`<stage>/<metric>[_<freq>hz]` and `<stage>/mse_settled` for what was seen this epoch; then reset.
+
+        Every process calls this (the values are synced), and keys depend only on the synced counts.
+        """
+        values = {f"{self.stage}/{k}": v for k, v in self.whole.compute().items()}
+        settled = self.settled.compute()
+        if "mse" in settled:
+            values[f"{self.stage}/mse_settled"] = settled["mse"]
+        with torch.inference_mode(False):  # fresh states must not be inference tensors: fit may follow validate
+            self.whole.reset()
+            self.settled.reset()
+        return values
 
 
 class LSTMExtractorModule(L.LightningModule):

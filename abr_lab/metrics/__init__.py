@@ -1,5 +1,5 @@
 """Metrics shared by the families: torchmetrics objects with their arithmetic in pure functions."""
 
-from abr_lab.metrics.signal import SignalNoiseRatio, signal_metrics, snr_db
+from abr_lab.metrics.signal import WaveformMetrics, waveform_scores, waveform_stats
 
-__all__ = ["SignalNoiseRatio", "signal_metrics", "snr_db"]
+__all__ = ["WaveformMetrics", "waveform_scores", "waveform_stats"]

@@ -1,41 +1,73 @@
-"""Metrics for predicted waveforms: MSE, R², SNR (dB) and Pearson correlation over all samples of a stage."""
+"""Waveform metrics (MSE, R², SNR in dB, Pearson correlation), pooled over every sample of a stage, per group.
+
+All four come from seven running sums per group, reduced across processes by summation, so the values are exact
+under DDP whatever each process saw, and a group no process saw is reported as absent rather than as NaN.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanSquaredError, Metric, MetricCollection, PearsonCorrCoef, R2Score
+from torchmetrics import Metric
+
+STATS = ("n", "sum_p", "sum_t", "sum_pp", "sum_tt", "sum_pt", "sum_err2")
 
 
-def snr_db(target_energy: Tensor, error_energy: Tensor) -> Tensor:
-    """10·log10(Σ target² / Σ (target − prediction)²); +inf for a perfect prediction."""
-    return 10 * torch.log10(target_energy / error_energy)
+def waveform_stats(preds: Tensor, target: Tensor) -> Tensor:
+    """The seven sums of `STATS` over the last dimension, in float64: (..., t) -> (..., 7)."""
+    p, t = preds.double(), target.double()
+    n = torch.full(p.shape[:-1], p.shape[-1], dtype=torch.float64, device=p.device)
+    sums = (p.sum(-1), t.sum(-1), (p * p).sum(-1), (t * t).sum(-1), (p * t).sum(-1), ((t - p) ** 2).sum(-1))
+    return torch.stack([n, *sums], dim=-1)
 
 
-class SignalNoiseRatio(Metric):
-    """SNR in dB of a prediction against its target, pooled over every sample seen (not a mean of per-batch SNRs)."""
+def waveform_scores(stats: Tensor) -> dict[str, Tensor]:
+    """MSE, R², SNR (dB) and correlation from summed stats (..., 7); each result has shape (...)."""
+    n, sum_p, sum_t, sum_pp, sum_tt, sum_pt, sum_err2 = stats.unbind(-1)
+    var_t = sum_tt - sum_t**2 / n  # n · variance of the target
+    var_p = sum_pp - sum_p**2 / n
+    cov = sum_pt - sum_p * sum_t / n
+    return {
+        "mse": (sum_err2 / n).float(),
+        "r2": (1 - sum_err2 / var_t).float(),
+        "snr_db": (10 * torch.log10(sum_tt / sum_err2)).float(),
+        "corr": (cov / torch.sqrt(var_p * var_t)).float(),
+    }
+
+
+class WaveformMetrics(Metric):
+    """MSE, R², SNR and correlation of predicted waveforms, overall and for each of `num_groups` groups.
+
+    `update(preds, target, group)` takes (b, t) waveforms and each row's group index (b,) (e.g. which frequency was
+    extracted). `compute()` returns ``{"mse": ..., "mse_<name>": ...}`` for the groups that received data.
+    """
 
     is_differentiable = False
-    higher_is_better = True
     full_state_update = False
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, group_names: tuple[str, ...] = (), **kwargs) -> None:
         super().__init__(**kwargs)
-        self.add_state("target_energy", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("error_energy", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.group_names = tuple(group_names)
+        num_groups = max(1, len(self.group_names))
+        self.add_state("stats", torch.zeros(num_groups, len(STATS), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, preds: Tensor, target: Tensor) -> None:
-        if preds.shape != target.shape:
-            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
-        self.target_energy += target.double().square().sum()
-        self.error_energy += (target.double() - preds.double()).square().sum()
+    def update(self, preds: Tensor, target: Tensor, group: Tensor | None = None) -> None:
+        if preds.shape != target.shape or preds.ndim != 2:
+            raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)}: need equal (b, t) shapes")
+        if group is None:
+            group = torch.zeros(preds.shape[0], dtype=torch.long, device=preds.device)
+        if group.shape != preds.shape[:1] or (len(group) and int(group.max()) >= self.stats.shape[0]):
+            raise ValueError(
+                f"group {tuple(group.shape)} must give each of {preds.shape[0]} rows an index < {self.stats.shape[0]}"
+            )
+        self.stats.index_add_(0, group, waveform_stats(preds, target))
 
-    def compute(self) -> Tensor:
-        return snr_db(self.target_energy, self.error_energy).float()
-
-
-def signal_metrics() -> MetricCollection:
-    """MSE, R², SNR and correlation of flattened waveforms; clone it per stage (`clone(prefix="val/")`)."""
-    return MetricCollection(
-        {"mse": MeanSquaredError(), "r2": R2Score(), "snr_db": SignalNoiseRatio(), "corr": PearsonCorrCoef()}
-    )
+    def compute(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        total = self.stats.sum(0)
+        if total[0] > 0:
+            out.update(waveform_scores(total))
+        for name, stats in zip(self.group_names, self.stats, strict=False):
+            if stats[0] > 0:
+                out.update({f"{key}_{name}": value for key, value in waveform_scores(stats).items()})
+        return out

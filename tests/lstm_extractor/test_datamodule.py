@@ -40,6 +40,11 @@ def test_train_windows_are_random_crops_of_whole_signals(tmp_path):
     assert dm.datasets["val"][0]["mixture"].shape == (300,)  # evaluation on whole signals
 
 
+def test_window_longer_than_the_signal_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="train_window_s"):
+        make_dm(tmp_path, train_window_s=1.0)
+
+
 def test_nan_in_a_file_is_an_error_naming_file_and_key(tmp_path):
     dm = make_dm(tmp_path)
     dm.prepare_data()
