@@ -39,14 +39,16 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     return None
 
 
-def checkpoint_facts(path: str) -> dict[str, Any]:
+def checkpoint_facts(path: str, monitor: str) -> dict[str, Any]:
     """Epochs completed, step and best monitored score recorded in a checkpoint.
 
     Read from the file rather than the trainer: with spawned processes (`trainer=ddp_sim`) the launching process's
     trainer does not see the workers' epoch counter or ModelCheckpoint scores.
     """
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    states = [v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("ModelCheckpoint")]
+    states = [
+        v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("ModelCheckpoint") and f"'{monitor}'" in k
+    ]
     score = states[0].get("best_model_score") if states else None
     return {
         "epochs": ckpt["epoch"] + 1,
@@ -88,18 +90,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "best_checkpoint": best,
         "monitor": cfg.monitor.metric,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        **progress_facts(trainer),
+        **progress_facts(trainer, cfg.monitor.metric),
         "fit": fit_metrics,
     }
     write_metrics(output_dir, summary)  # rank zero only
     return summary
 
 
-def progress_facts(trainer: L.Trainer) -> dict[str, Any]:
+def progress_facts(trainer: L.Trainer, monitor: str) -> dict[str, Any]:
     """Epochs completed, global step and best monitored score of the finished fit."""
-    callback = trainer.checkpoint_callback
+    callback = trainer.checkpoint_callback  # the first ModelCheckpoint: the one on the monitored metric
     if isinstance(callback, ModelCheckpoint) and callback.dirpath and Path(callback.dirpath, "last.ckpt").is_file():
-        return checkpoint_facts(str(Path(callback.dirpath, "last.ckpt")))  # holds the run's final best score
+        return checkpoint_facts(str(Path(callback.dirpath, "last.ckpt")), monitor)  # holds the final best score
     score = callback.best_model_score if isinstance(callback, ModelCheckpoint) else None
     return {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "best_score": score}
 

@@ -70,26 +70,34 @@ def test_resume_from_last_continues_the_epoch_counter(tiny_cfg, tmp_path):
     assert min(epochs_logged) == 2  # training went on at the third epoch, not from scratch
 
 
+def test_last_checkpoint_is_the_final_epoch_even_without_improvement(tiny_cfg, tmp_path):
+    summary = train(tiny_cfg("trainer.max_epochs=3", "model.lr=0"))  # weights frozen: val never improves
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert Path(summary["best_checkpoint"]).name == "epoch000.ckpt"
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    assert summary["epochs"] == 3 and summary["best_score"] is not None
+
+
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(REPO / "train.py"), *args, *TINY_LSTM, "debug=fdr", "logger=csv"]
+    cmd = [sys.executable, str(REPO / "train.py"), *args, *TINY_LSTM, "logger=csv"]  # flags (-m) first
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_command_line_run_layout(tmp_path):
-    result = _cli(cwd=tmp_path)
+    result = _cli("trainer.max_epochs=1", cwd=tmp_path)
     runs = list((tmp_path / "outputs" / "lstm_extractor").iterdir())
     assert len(runs) == 1
     run = runs[0]
-    for name in (".hydra/config.yaml", "config.yaml", "metrics.json", "checkpoints"):
+    for name in (".hydra/config.yaml", "config.yaml", "metrics.json", "checkpoints/last.ckpt", "csv/metrics.csv"):
         assert (run / name).exists(), name
     assert "monitor:" in result.stdout  # the resolved config is printed
 
 
 def test_multirun_makes_one_directory_per_job(tmp_path):
-    _cli("-m", "model.lr=1e-3,2e-3", cwd=tmp_path)
+    _cli("-m", "debug=fdr", "model.lr=1e-3,2e-3", cwd=tmp_path)
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
