@@ -66,7 +66,8 @@ class LSTMExtractorModule(L.LightningModule):
         fs: the data's sampling rate in Hz (turns `settle_s` into steps, labels the figures).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up, in optimiser steps (one per chunk), before the cosine decay.
+        warmup_steps: linear warm-up, in batches (the rate changes once per batch, not per chunk), before the
+            cosine decay.
         min_lr_ratio: floor of the cosine decay as a fraction of `lr`.
         chunk_len: truncated-BPTT length in steps: gradients flow through time within a chunk only.
         grad_clip: max global gradient norm per optimiser step (0 disables).
@@ -104,7 +105,7 @@ class LSTMExtractorModule(L.LightningModule):
         self.net = create_model(arch, in_chans=1 + len(self.freqs), **{**init, **(arch_kwargs or {})})
         settle_steps = int(round(settle_s * fs))
         self.metrics = nn.ModuleDict({s: ExtractionMetrics(s, self.freqs, settle_steps) for s in ("val", "test")})
-        self._figure_batch: Batch | None = None
+        self._figure: tuple[Batch, Tensor] | None = None  # first validation batch and its prediction
 
     def forward(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
         return self.net(x, state)
@@ -131,9 +132,9 @@ class LSTMExtractorModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        pred = self._evaluate(batch, "val")
         if batch_idx == 0:
-            self._figure_batch = batch
+            self._figure = batch, pred
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -152,9 +153,9 @@ class LSTMExtractorModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
         every = self.hparams.figure_every_n_epochs
-        if every and self._figure_batch is not None and self.current_epoch % every == 0:
-            self._log_figure(self._figure_batch)
-        self._figure_batch = None
+        if every and self._figure is not None and self.current_epoch % every == 0:
+            self._log_figure(*self._figure)
+        self._figure = None
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")
@@ -164,23 +165,22 @@ class LSTMExtractorModule(L.LightningModule):
         pred, state = self.net(x, state)  # (b, l)
         return F.mse_loss(pred, target), state
 
-    def _evaluate(self, batch: Batch, stage: str) -> None:
+    def _evaluate(self, batch: Batch, stage: str) -> Tensor:
         x = build_inputs(batch["mixture"], batch["condition"])  # (b, t, 1 + k)
         pred, _ = self.net(x)  # (b, t): the whole signal in one pass from zero state
         target = batch["target"]
         self.log(f"{stage}/loss", F.mse_loss(pred, target), batch_size=x.shape[0], sync_dist=True)
         self.metrics[stage].update(pred, target, batch["freq_index"])
+        return pred
 
     def _log_metrics(self, stage: str) -> None:
         for key, value in self.metrics[stage].compute_and_reset().items():
             self.log(key, value, prog_bar=key == f"{stage}/mse")
 
-    @torch.no_grad()
-    def _log_figure(self, batch: Batch) -> None:
+    def _log_figure(self, batch: Batch, pred: Tensor) -> None:
         writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
         if not writers:
             return
-        pred, _ = self.net(build_inputs(batch["mixture"], batch["condition"]))
         fig = extraction_figure(batch, pred, self.freqs, self.hparams.fs)
         for writer in writers:
             writer.add_figure("val/extraction", fig, global_step=self.current_epoch)
