@@ -96,8 +96,9 @@ def test_command_line_run_layout(tmp_path):
     assert "monitor:" in result.stdout  # the resolved config is printed
 
 
-def test_multirun_makes_one_directory_per_job(tmp_path):
-    _cli("-m", "debug=fdr", "model.lr=1e-3,2e-3", cwd=tmp_path)
+def test_multirun_with_ddp_sim_makes_one_sweep_with_one_directory_per_job(tmp_path):
+    # spawned DDP workers must not re-launch the command line (which would start a second sweep)
+    _cli("-m", "trainer=ddp_sim", "trainer.max_epochs=1", "model.lr=1e-3,2e-3", cwd=tmp_path)
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1
     jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir() and not p.name.startswith("."))
