@@ -3,7 +3,8 @@
     python scripts/benchmark.py lstm [--smoke] [--out benchmarks/results.json]
 
 lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
-streaming use), measured in one run, and their ratio. Medians over repeats after a warm-up.
+streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
+128 hidden units. Medians over repeats after a warm-up.
 """
 
 from __future__ import annotations
@@ -39,8 +40,22 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def train_steps_per_s(hidden_size: int, batch: int, chunk: int, repeats: int) -> float:
+    """Time steps per second of one truncated-BPTT chunk update (forward, backward, AdamW step)."""
+    net = LSTMExtractor(hidden_size=hidden_size)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x, target = torch.randn(batch, chunk, 5), torch.randn(batch, chunk)
+
+    def update() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(net(x)[0], target).backward()
+        optimizer.step()
+
+    return batch * chunk / median_seconds(update, repeats)
+
+
 def bench_lstm(smoke: bool) -> dict[str, float]:
-    """Batched full-sequence inference vs the stateful step-by-step loop, default network, CPU."""
+    """Batched full-sequence inference vs the stateful step-by-step loop (default network), and training speed."""
     batch, seq_len, stateful_steps, repeats = (8, 200, 50, 1) if smoke else (256, 2000, 1000, 5)
     net = LSTMExtractor().eval()
     cond = torch.eye(4).repeat(batch // 4 or 1, 1)[:batch]
@@ -65,6 +80,9 @@ def bench_lstm(smoke: bool) -> dict[str, float]:
         "batched_steps_per_s": batched_rate,
         "stateful_steps_per_s": stateful_rate,
         "batched_over_stateful": batched_rate / stateful_rate,
+        # training at the default width and at twice it: batch 32, 500-step chunks
+        "train_steps_per_s_hidden64": train_steps_per_s(64, 32, 50 if smoke else 500, repeats),
+        "train_steps_per_s_hidden128": train_steps_per_s(128, 32, 50 if smoke else 500, repeats),
     }
 
 
