@@ -288,3 +288,42 @@ def test_cli_bad_file_exits_1_with_the_message(tmp_path, capsys):
     assert not captured.out and "Traceback" not in captured.err
     assert "bad.csv: line 4: column 'Hear_Loss': unknown class 'XYZ'" in captured.err
     assert not out.exists()
+
+
+def test_a_simulated_clinic_export_trains_through_data_abr_file(tmp_path):
+    """An Eclipse-like export of simulated recordings (30 kHz, 467 samples, the origin's column and Turkish class
+    names) imports, then `data=abr_file data.path=...` serves it: patients, classes and peaks survive."""
+    from hydra.utils import instantiate
+
+    from abr_lab.config import compose_config
+    from abr_lab.optimized_unet.generator import SimulatorSpec, simulate
+
+    sim = simulate(SimulatorSpec(num_patients=12, seed=3, fs_hz=EXPORT_FS, duration_ms=1000 * EXPORT_N / EXPORT_FS))
+    r = sim.records
+    turkish = {"NORMAL": "NORMAL", "NEUROPATHY": "NÖROPATİ", "SENSORINEURAL": "SNİK", "TOTAL": "TOTAL"}
+    turkish["CONDUCTIVE"] = "İTİK"
+    header = ["Patient_ID", "Age", "Intensity", "Stimulus Rate", "FMP", "Hear_Loss", "Ear", "threshold"]
+    header += WAVE_HEADERS + [str(k) for k in range(1, EXPORT_N + 1)]
+    rows = []
+    for i in range(len(r)):
+        waves: list[object] = []
+        for w in range(3):
+            waves += [float(r.peaks[i, w, 0]), float(r.peaks[i, w, 1])] if r.peak_mask[i, w] else ["", ""]
+        static = [float(v) for v in r.static[i]]
+        cls = turkish[CLASS_NAMES[r.label[i]]]
+        rows.append([r.patient_id[i], *static[:4], cls, r.ear[i], float(r.threshold_db[i]), *waves, *r.signal[i]])
+    out = tmp_path / "data" / "clinic.h5"
+    import_file(write_csv(tmp_path / "export.csv", header, rows), out)
+
+    cfg = compose_config(["data=abr_file", f"data.path={out}", "data.batch_size=8"], root_dir=tmp_path)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.setup()
+    imported = dm.records
+    assert imported.num_samples == 300 and imported.fs_hz == 20000.0
+    np.testing.assert_array_equal(imported.label, r.label)
+    np.testing.assert_array_equal(imported.peak_mask, r.peak_mask)
+    np.testing.assert_allclose(imported.peaks, r.peaks, atol=1e-5)
+    np.testing.assert_allclose(imported.threshold_db, r.threshold_db, atol=1e-4)
+    assert set(imported.patient_id) == set(r.patient_id)
+    batch = next(iter(dm.train_dataloader()))
+    assert "clean" not in batch and batch["signal"].shape == (8, 1, 300)
