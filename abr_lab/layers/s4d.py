@@ -1,0 +1,117 @@
+"""S4D: the diagonal structured state-space layer of Gu, Gupta, Goel and Ré (2022), "On the Parameterization and
+Initialization of Diagonal State Space Models".
+
+Each of H channels is a linear time-invariant system with N/2 complex diagonal modes,
+
+    x'(t) = A x(t) + B u(t),    y(t) = 2 Re(C x(t)),    A = -exp(log_A_real) + i A_imag,
+
+discretised with a zero-order hold of step Δ = exp(log_dt): Ā = exp(ΔA), B̄ = (exp(ΔA) - 1) / A · B. The layer's
+output is the convolution of its input with the kernel K[l] = 2 Re Σₙ Cₙ B̄ₙ Āₙ^l, computed in closed form for any
+length L and applied by FFT (zero-padded to 2L, so the convolution is linear, not circular). B is fixed to ones:
+its scale is absorbed into the trainable complex C, as in the reference.
+
+Initialisation S4D-Lin: A = -1/2 + iπn, log Δ uniform in [log 1e-3, log 1e-1] per channel, C complex normal.
+The real part of A makes every mode decay; the imaginary part makes the modes oscillate at frequencies that grow
+with n — the origin project kept only a sum of real exponentials, which cannot represent oscillations at all.
+
+ABR analysis is offline, so the layer can be bidirectional: a second kernel runs over the reversed sequence and
+the two are summed into one non-causal convolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class S4DKernel(nn.Module):
+    """The S4D convolution kernel of `channels` independent systems with `state_size` // 2 complex modes each.
+
+    `forward(L)` returns the kernel (channels, L). Parameters carry the reference's names: `log_dt` (H,),
+    `log_A_real` (H, N/2), `A_imag` (H, N/2) and `C` (H, N/2, 2) (complex, stored as real and imaginary parts).
+    """
+
+    def __init__(self, channels: int, state_size: int = 64, dt_min: float = 1e-3, dt_max: float = 1e-1) -> None:
+        super().__init__()
+        if channels < 1 or state_size < 2 or state_size % 2:
+            raise ValueError(f"channels={channels}, state_size={state_size}: need channels >= 1, an even state >= 2")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_min={dt_min}, dt_max={dt_max}: need 0 < dt_min <= dt_max")
+        modes = state_size // 2
+        log_dt = torch.rand(channels) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        self.log_dt = nn.Parameter(log_dt)  # (H,)
+        self.log_A_real = nn.Parameter(torch.full((channels, modes), math.log(0.5)))  # (H, N/2): Re A = -1/2
+        self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(channels, 1))  # πn
+        self.C = nn.Parameter(torch.view_as_real(torch.randn(channels, modes, dtype=torch.cfloat)))  # (H, N/2, 2)
+
+    def discretised(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Ā (H, N/2), B̄ (H, N/2) and C (H, N/2), complex: the zero-order-hold system the kernel unrolls."""
+        dt = torch.exp(self.log_dt).unsqueeze(-1)  # (H, 1)
+        A = -torch.exp(self.log_A_real) + 1j * self.A_imag  # (H, N/2)
+        A_bar = torch.exp(dt * A)
+        B_bar = (A_bar - 1.0) / A  # B = 1
+        return A_bar, B_bar, torch.view_as_complex(self.C)
+
+    def forward(self, length: int) -> Tensor:
+        A_bar, B_bar, C = self.discretised()  # (H, N/2) each
+        steps = torch.arange(length, device=A_bar.device, dtype=self.log_dt.dtype)  # (L,)
+        # Ā^l = exp(l log Ā): exact for integer l whatever branch the logarithm takes
+        powers = torch.exp(torch.log(A_bar).unsqueeze(-1) * steps)  # (H, N/2, L)
+        return 2.0 * torch.einsum("hn,hnl->hl", C * B_bar, powers).real  # (H, L)
+
+    def ssm_parameters(self) -> list[nn.Parameter]:
+        """The parameters of A and Δ, which the reference trains with a smaller learning rate and no weight decay."""
+        return [self.log_dt, self.log_A_real, self.A_imag]
+
+
+class S4D(nn.Module):
+    """An S4D layer on (B, H, L) sequences: state-space convolution + D skip, GELU, dropout, GLU projection.
+
+    Args:
+        channels: H, the model width (each channel is its own state-space system).
+        state_size: N, twice the number of complex modes per channel.
+        bidirectional: add a second kernel running backwards in time (a non-causal layer, for offline analysis).
+        dropout: after the activation.
+        dt_min, dt_max: the range of the initial step sizes Δ (log-uniform).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        state_size: int = 64,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        self.channels, self.bidirectional = channels, bidirectional
+        self.kernel = S4DKernel(channels * (2 if bidirectional else 1), state_size, dt_min, dt_max)
+        self.D = nn.Parameter(torch.randn(channels))
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Sequential(nn.Conv1d(channels, 2 * channels, kernel_size=1), nn.GLU(dim=1))
+
+    def convolution_kernel(self, length: int) -> Tensor:
+        """The kernel over lags -(L-1) .. L-1 laid out for a circular FFT of size 2L: (H, 2L)."""
+        k = self.kernel(length)  # (H or 2H, L)
+        if not self.bidirectional:
+            return F.pad(k, (0, length))  # (H, 2L): lags 0 .. L-1, then zeros
+        forward, backward = k[: self.channels], k[self.channels :]  # (H, L) each
+        # the backward kernel's lag -j (j >= 1) sits at index 2L - j of the circular layout
+        return F.pad(forward, (0, length)) + F.pad(backward.flip(-1), (length, 0))  # (H, 2L)
+
+    def forward(self, u: Tensor) -> Tensor:
+        length = u.shape[-1]  # u: (B, H, L)
+        k_f = torch.fft.rfft(self.convolution_kernel(length), n=2 * length)  # (H, L + 1)
+        u_f = torch.fft.rfft(u, n=2 * length)  # (B, H, L + 1)
+        y = torch.fft.irfft(u_f * k_f, n=2 * length)[..., :length]  # (B, H, L): linear convolution
+        y = y + u * self.D.unsqueeze(-1)  # (B, H, L)
+        y = self.dropout(self.activation(y))
+        return self.output(y)  # (B, H, L)
+
+    def ssm_parameters(self) -> list[nn.Parameter]:
+        return self.kernel.ssm_parameters()

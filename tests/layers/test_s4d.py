@@ -1,0 +1,104 @@
+"""S4D: the closed-form kernel is the discretised system's impulse response, and the layer convolves linearly."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from abr_lab.layers.s4d import S4D, S4DKernel
+
+
+def recurrence_impulse_response(kernel: S4DKernel, length: int) -> torch.Tensor:
+    """Step the discretised system x_l = Ā x_(l-1) + B̄ u_l, y_l = 2 Re(C x_l) on a unit impulse: (H, L)."""
+    A_bar, B_bar, C = kernel.discretised()
+    x = torch.zeros_like(A_bar)
+    out = []
+    for step in range(length):
+        x = A_bar * x + B_bar * (1.0 if step == 0 else 0.0)
+        out.append(2.0 * (C * x).sum(-1).real)
+    return torch.stack(out, dim=-1)
+
+
+def test_s4d_lin_initialisation() -> None:
+    kernel = S4DKernel(channels=8, state_size=16)
+    A_bar, _, _ = kernel.discretised()
+    assert torch.allclose(-torch.exp(kernel.log_A_real), torch.full((8, 8), -0.5))
+    assert torch.allclose(kernel.A_imag[3], math.pi * torch.arange(8.0))
+    dt = torch.exp(kernel.log_dt)
+    assert dt.min() >= 1e-3 - 1e-9 and dt.max() <= 1e-1 + 1e-9
+    assert (A_bar.abs() < 1).all()  # every mode decays
+    assert {name for name, _ in kernel.named_parameters()} == {"log_dt", "log_A_real", "A_imag", "C"}
+
+
+@pytest.mark.parametrize("length", [1, 50, 257])
+def test_kernel_equals_the_step_by_step_recurrence(length: int) -> None:
+    torch.manual_seed(0)
+    kernel = S4DKernel(channels=4, state_size=32, dt_min=1e-2, dt_max=0.5).double()
+    with torch.no_grad():
+        kernel.A_imag.add_(torch.randn_like(kernel.A_imag))  # off the initial grid too
+    expected = recurrence_impulse_response(kernel, length)
+    assert kernel(length).shape == (4, length)
+    torch.testing.assert_close(kernel(length), expected, rtol=0, atol=1e-8)
+
+
+def direct_layer(layer: S4D, u: torch.Tensor) -> torch.Tensor:
+    """The layer written as an explicit sum over lags (no FFT), float64."""
+    length = u.shape[-1]
+    k = layer.kernel(length)
+    forward, backward = (k[: layer.channels], k[layer.channels :]) if layer.bidirectional else (k, None)
+    y = torch.zeros_like(u)
+    for t in range(length):
+        for s in range(length):
+            if s <= t:
+                y[..., t] += forward[:, t - s] * u[..., s]
+            elif backward is not None:
+                y[..., t] += backward[:, s - t - 1] * u[..., s]
+    y = F.gelu(y + u * layer.D.unsqueeze(-1))
+    return layer.output(y)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_fft_convolution_is_linear_not_circular(bidirectional: bool) -> None:
+    torch.manual_seed(1)
+    layer = S4D(channels=3, state_size=8, bidirectional=bidirectional, dt_min=0.05, dt_max=0.5).double().eval()
+    u = torch.randn(2, 3, 24, dtype=torch.float64)
+    torch.testing.assert_close(layer(u), direct_layer(layer, u), rtol=0, atol=1e-10)
+
+
+def test_causal_unless_bidirectional() -> None:
+    torch.manual_seed(2)
+    u = torch.randn(1, 4, 64)
+    bumped = u.clone()
+    bumped[..., 40] += 1.0
+    causal = S4D(channels=4, state_size=16).eval()
+    torch.testing.assert_close(causal(u)[..., :40], causal(bumped)[..., :40], rtol=0, atol=1e-6)  # FFT rounding
+    assert not torch.allclose(causal(u)[..., 40:], causal(bumped)[..., 40:])
+    both = S4D(channels=4, state_size=16, bidirectional=True).eval()
+    assert not torch.allclose(both(u)[..., :40], both(bumped)[..., :40], atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 7, 300])
+def test_shapes_and_gradients_reach_every_parameter(length: int) -> None:
+    layer = S4D(channels=6, state_size=16, bidirectional=True, dropout=0.1)
+    u = torch.randn(2, 6, length, requires_grad=True)
+    y = layer(u)
+    assert y.shape == (2, 6, length) and torch.isfinite(y).all()
+    y.pow(2).mean().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert u.grad is not None and u.grad.abs().sum() > 0
+    assert {id(p) for p in layer.ssm_parameters()} == {
+        id(layer.kernel.log_dt),
+        id(layer.kernel.log_A_real),
+        id(layer.kernel.A_imag),
+    }
+
+
+def test_bad_sizes_are_named() -> None:
+    with pytest.raises(ValueError, match="state_size=7"):
+        S4DKernel(channels=2, state_size=7)
+    with pytest.raises(ValueError, match="dt_min"):
+        S4DKernel(channels=2, dt_min=0.5, dt_max=0.1)
