@@ -1,4 +1,6 @@
-"""Blocks shared between model families (S4D, attention, FiLM, SincConv, residual conv).
+"""Blocks shared between model families: `s4d` (diagonal state-space layer), `rescnn` (multi-scale residual CNN)."""
 
-Empty until a second family needs a block; then it moves here instead of being copied.
-"""
+from abr_lab.layers.rescnn import ResCNNBlock, ResCNNStack
+from abr_lab.layers.s4d import S4D, S4DKernel
+
+__all__ = ["S4D", "ResCNNBlock", "ResCNNStack", "S4DKernel"]
