@@ -41,3 +41,12 @@ def test_lstm_benchmark_smoke_writes_every_field(tmp_path):
     for key in ("batched_steps_per_s", "stateful_steps_per_s", "batched_over_stateful", "train_steps_per_s_hidden64"):
         assert results["lstm"][key] > 0, key  # no timing asserted: fields only
     assert results["lstm"]["smoke"] is True and "torch" in results["environment"]
+
+
+def test_abr_data_stats_prints_the_readme_figures():
+    figures = load("abr_data_stats").main(["data=abr_small"])
+    patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))
+    assert patients == 60 and recordings > 600
+    shares = [float(x) for x in figures["class share %"].split(" / ")]
+    assert len(shares) == 5 and abs(sum(shares) - 100) < 0.5
+    assert 0.5 < float(figures["Fmp, noise only (median)"]) < 1.5

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from abr_lab.optimized_unet.datamodule import SPLITS
 from abr_lab.optimized_unet.figures import default_title, pick_series, series_index, waterfall
 from abr_lab.optimized_unet.schema import ABRRecords
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
 class WaterfallLogger(L.Callback):

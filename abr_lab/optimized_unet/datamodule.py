@@ -371,9 +371,6 @@ class ABRDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
     def state_dict(self) -> dict[str, Any]:
         if self.normalization is None:
             return {}

@@ -41,7 +41,6 @@ REFERENCE_RATE = 11.1  # ... and at ~10 clicks/s
 # Wave latencies (ms) at 80 dB nHL, ~10/s, for waves I, II, III, IV, V. Adult: textbook I 1.5–1.7, III 3.5–3.9,
 # V 5.5–5.8. Term neonate: I 1.79, III 4.54, V 6.75 (Arq Neuropsiquiatr 2003). II and IV sit between their
 # neighbours (IV just before V: the IV–V complex).
-WAVE_NAMES = ("I", "II", "III", "IV", "V")
 LATENCY_ADULT = np.array([1.60, 2.70, 3.70, 4.90, 5.65])
 LATENCY_NEONATE = np.array([1.79, 3.10, 4.54, 6.00, 6.75])
 # Maturation time constants (years): wave I is mature early; III and V shorten over the first ~18–24 months.
