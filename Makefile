@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup train test lint format quality bench clean
+.PHONY: setup train test lint format quality quality-lstm quality-unet bench clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,14 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Real training of each landed family's default recipe, printed beside its baselines. Not part of `make test`.
-quality: $(STAMP)
+# One family: `make quality-unet ARGS="experiment=unet_full"` (ARGS are that family's Hydra overrides).
+quality: quality-lstm quality-unet
+
+quality-lstm: $(STAMP)
 	$(BIN)/python scripts/quality_lstm.py $(ARGS)
+
+quality-unet: $(STAMP)
+	$(BIN)/python scripts/quality_unet.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)

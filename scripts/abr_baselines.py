@@ -7,6 +7,8 @@ The config is composed as `train.py` would (default data: ``data=abr``, the 2000
 once into ``data/abr/`` of the repository); overrides such as ``data.simulator.num_patients=500``,
 ``data.batch_size=128`` or ``data.data_dir=/elsewhere`` apply.
 ``gbt_static`` is the trees on the four static parameters alone (no waveform): the floor a signal model must clear.
+``gbt_oracle`` (only when asked for) reads the simulator's clean waveform instead of the recording: the share of
+errors left when no noise hides the response, i.e. the ambiguity of the task itself.
 Every baseline trains on the train split, choose iterations / epochs on val and are scored on test with
 `ABRMetrics` (see `abr_lab.optimized_unet.baselines`). Prints a compact table and writes every metric as JSON.
 ``--smoke`` (for tests): ``data=abr_small``, 2 CNN epochs, 20 boosting iterations.
@@ -48,8 +50,14 @@ COLUMNS = (
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    names = ("gbt_static", "gbt", "cnn")
-    parser.add_argument("--which", nargs="+", choices=names, default=list(names), help="gbt_static: no waveform")
+    names = ("gbt_static", "gbt", "cnn", "gbt_oracle")
+    parser.add_argument(
+        "--which",
+        nargs="+",
+        choices=names,
+        default=list(names[:3]),
+        help="gbt_static: no waveform; gbt_oracle: the clean waveform instead of the recording (not by default)",
+    )
     parser.add_argument("--epochs", type=int, default=None, help=f"CNN epochs (default {DEFAULT_EPOCHS}; smoke 2)")
     parser.add_argument("--max-iter", type=int, default=None, help=f"boosting iterations (default {DEFAULT_MAX_ITER})")
     parser.add_argument("--seed", type=int, default=0)
@@ -89,6 +97,8 @@ def main(argv: list[str]) -> dict[str, Any]:
         results["gbt_static"] = gbt_baseline(dm, seed=args.seed, max_iter=max_iter, static_only=True)
     if "gbt" in args.which:
         results["gbt"] = gbt_baseline(dm, seed=args.seed, max_iter=max_iter)
+    if "gbt_oracle" in args.which:
+        results["gbt_oracle"] = gbt_baseline(dm, seed=args.seed, max_iter=max_iter, clean=True)
     if "cnn" in args.which:
         results["cnn"] = cnn_baseline(dm, epochs=epochs, seed=args.seed, progress=args.progress)
     minutes = (time.time() - start) / 60

@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, mean_absolute_error, r2_score
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    recall_score,
+)
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from abr_lab.metrics import ABRMetrics, regression_scores, regression_stats
 
@@ -162,3 +170,54 @@ def test_regression_scores_edge_cases_and_bad_shapes():
         ABRMetrics().update(**data)
     with pytest.raises(ValueError, match="outside"):
         ABRMetrics().update(**batch(class_pred=(0, 5, 1)))
+
+
+CLASS_NAMES = ("normal", "neuropathy", "sensorineural", "total", "conductive")
+
+
+def test_recall_within_tolerance_and_confusion_against_sklearn():
+    batches = random_batches(2)
+    metric = ABRMetrics()
+    for data in batches:
+        metric.update(**data)
+    out = metric.compute()
+    cat = {k: torch.cat([d[k] for d in batches]).numpy() for k in batches[0]}
+    y, p = cat["label"], cat["class_pred"]
+    recall = recall_score(y, p, average=None, labels=range(5), zero_division=0)
+    for c, name in enumerate(CLASS_NAMES[:4]):
+        assert out[f"class/recall_{name}"].item() == pytest.approx(recall[c], rel=1e-6)
+    assert "class/recall_conductive" not in out  # class 4 is only predicted, never true: recall undefined
+    assert "class/f1_conductive" in out
+    within = np.abs(cat["threshold_pred"].astype(np.float64) - cat["threshold"]) <= 10
+    assert out["threshold/within_10db"].item() == pytest.approx(within.mean(), rel=1e-6)
+    cm = metric.confusion()
+    assert cm.dtype == torch.int64 and cm.shape == (5, 5)
+    np.testing.assert_array_equal(cm.numpy(), sk_confusion_matrix(y, p, labels=range(5)))
+    cm[0, 0] += 100  # a copy: the state is untouched
+    np.testing.assert_array_equal(metric.confusion().numpy(), sk_confusion_matrix(y, p, labels=range(5)))
+    metric.update(**batches[0])  # accumulation goes on after confusion()
+    assert int(metric.confusion().sum()) == len(y) + len(batches[0]["label"])
+
+
+def test_recall_and_within_tolerance_by_hand():
+    # True (0, 1, 1), predicted (0, 0, 1): recall_normal 1, recall_neuropathy 1/2. Threshold errors (0, 10, 10).
+    metric = ABRMetrics()
+    metric.update(**batch())
+    out = metric.compute()
+    assert out["class/recall_normal"].item() == pytest.approx(1.0)
+    assert out["class/recall_neuropathy"].item() == pytest.approx(0.5)
+    assert sorted(key for key in out if key.startswith("class/recall_")) == [
+        "class/recall_neuropathy",
+        "class/recall_normal",
+    ]  # only classes present in the targets
+    assert out["threshold/within_10db"].item() == pytest.approx(1.0)  # |error| = 10 is within 10 dB
+    tight = ABRMetrics(threshold_tolerance_db=2.5)
+    tight.update(**batch(threshold_pred=(12.0, 20.0, float("nan"))))  # errors 2, 10, NaN: one of three within
+    out = tight.compute()
+    assert out["threshold/within_2.5db"].item() == pytest.approx(1 / 3)
+    assert "threshold/within_10db" not in out
+    torch.testing.assert_close(tight.confusion(), torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0]] + [[0] * 5] * 3))
+    with pytest.raises(ValueError, match="threshold_tolerance_db"):
+        ABRMetrics(threshold_tolerance_db=-1.0)
+    empty = ABRMetrics()
+    assert torch.equal(empty.confusion(), torch.zeros(5, 5, dtype=torch.long))

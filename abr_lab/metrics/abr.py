@@ -1,9 +1,10 @@
 """The ABR task metrics: hearing-loss class, wave I/III/V latency and amplitude, wave presence, hearing threshold.
 
 `ABRMetrics` is the one implementation used by every ABR model and baseline, so their numbers are comparable.
-Everything comes from running sums (a confusion matrix, five regression sums per target, presence TP/FP/FN) reduced
-across processes by summation, so the values are exact under DDP whatever each process saw. The arithmetic lives in
-pure functions (`confusion_scores`, `regression_stats`, `regression_scores`) that the tests check against sklearn.
+Everything comes from running sums (a confusion matrix, five regression sums per target, presence TP/FP/FN, a count
+of thresholds within tolerance) reduced across processes by summation, so the values are exact under DDP whatever
+each process saw. The arithmetic lives in pure functions (`confusion_scores`, `regression_stats`,
+`regression_scores`) that the tests check against sklearn.
 
 Peak latency and amplitude are scored on the peaks that are truly present (`peak_mask`), whatever the model
 predicted about presence: presence has its own F1. A wave with no present peak is left out of the result rather
@@ -11,6 +12,8 @@ than reported as NaN.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -27,11 +30,13 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
 
 
 def confusion_scores(confmat: Tensor) -> dict[str, Tensor]:
-    """Accuracy, balanced accuracy, per-class F1 and macro F1 from a confusion matrix (C, C), as sklearn defines them.
+    """Accuracy, balanced accuracy, per-class F1 and recall, macro F1 from a confusion matrix (C, C), as sklearn does.
 
     Macro F1 averages over the classes that occur in the targets or the predictions (sklearn's default label set);
     balanced accuracy averages recall over the classes that occur in the targets. Per-class F1 is ``f1`` (C,), NaN
-    for a class that never occurs; ``seen`` (C,) says which classes count. Empty input gives an empty dict.
+    for a class that never occurs; ``seen`` (C,) says which classes count. Per-class recall is ``recall`` (C,), NaN
+    for a class absent from the targets (recall is undefined there); ``has_support`` (C,) says which classes have it.
+    Empty input gives an empty dict.
     """
     cm = confmat.double()
     total = cm.sum()
@@ -42,13 +47,15 @@ def confusion_scores(confmat: Tensor) -> dict[str, Tensor]:
     seen = (support + predicted) > 0
     f1 = torch.where(seen, 2 * tp / (support + predicted).clamp_min(1), torch.full_like(tp, float("nan")))
     has_support = support > 0
-    recall = tp[has_support] / support[has_support]
+    recall = torch.where(has_support, tp / support.clamp_min(1), torch.full_like(tp, float("nan")))
     return {
         "accuracy": (tp.sum() / total).float(),
-        "balanced_accuracy": recall.mean().float(),
+        "balanced_accuracy": recall[has_support].mean().float(),
         "macro_f1": f1[seen].mean().float(),
         "f1": f1.float(),
         "seen": seen,
+        "recall": recall.float(),
+        "has_support": has_support,
     }
 
 
@@ -96,10 +103,17 @@ class ABRMetrics(Metric):
     - presence_pred (B, W) bool, the predicted presence of each wave (optional; scored by F1 against peak_mask).
 
     `compute()` returns a flat dict of float tensors: ``class/macro_f1``, ``class/accuracy``,
-    ``class/balanced_accuracy``, ``class/f1_<name lowercase>`` per class seen in targets or predictions; per wave ``w``
-    ``peaks/latency_r2_<w>``, ``peaks/latency_mae_<w>`` (ms), ``peaks/amplitude_r2_<w>``, ``peaks/amplitude_mae_<w>``
-    (µV) for waves with a present peak, ``peaks/presence_f1_<w>`` once presence was given (left out while
-    F1 is undefined: no true and no predicted presence); ``threshold/r2``, ``threshold/mae`` (dB).
+    ``class/balanced_accuracy``, ``class/f1_<name lowercase>`` per class seen in targets or predictions,
+    ``class/recall_<name lowercase>`` per class present in the targets (recall is undefined for the others); per wave
+    ``w`` ``peaks/latency_r2_<w>``, ``peaks/latency_mae_<w>`` (ms), ``peaks/amplitude_r2_<w>``,
+    ``peaks/amplitude_mae_<w>`` (µV) for waves with a present peak, ``peaks/presence_f1_<w>`` once presence was given
+    (left out while F1 is undefined: no true and no predicted presence); ``threshold/r2``, ``threshold/mae`` (dB) and
+    ``threshold/within_<tol>db``, the share of recordings whose predicted threshold is within
+    ``threshold_tolerance_db`` of the true one (``within_10db`` for the default 10 dB; the tolerance is formatted
+    with ``:g``, so 2.5 gives ``within_2.5db``). A NaN predicted threshold counts as outside the tolerance.
+
+    `confusion()` returns the class confusion matrix (C, C), int64, rows true and columns predicted, summed over
+    processes like `compute()`.
     """
 
     is_differentiable = False
@@ -107,9 +121,18 @@ class ABRMetrics(Metric):
     full_state_update = False
 
     def __init__(
-        self, class_names: tuple[str, ...] | None = None, wave_names: tuple[str, ...] | None = None, **kwargs
+        self,
+        class_names: tuple[str, ...] | None = None,
+        wave_names: tuple[str, ...] | None = None,
+        threshold_tolerance_db: float = 10.0,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if not (math.isfinite(threshold_tolerance_db) and threshold_tolerance_db >= 0):
+            raise ValueError(
+                f"ABRMetrics: threshold_tolerance_db must be finite and >= 0, got {threshold_tolerance_db}"
+            )
+        self.threshold_tolerance_db = float(threshold_tolerance_db)
         # Imported here, not at module level: the ABR package imports `abr_lab.metrics` for its LightningModule.
         from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES
 
@@ -121,6 +144,8 @@ class ABRMetrics(Metric):
         self.add_state("presence_counts", torch.zeros(w, 3, dtype=torch.long), dist_reduce_fx="sum")  # TP FP FN
         self.add_state("presence_n", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")  # rows with presence
         self.add_state("threshold_stats", torch.zeros(s, dtype=torch.float64), dist_reduce_fx="sum")
+        # Recordings with |threshold_pred - threshold| <= threshold_tolerance_db; the total is threshold_stats[0].
+        self.add_state("threshold_within", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(
         self,
@@ -156,6 +181,8 @@ class ABRMetrics(Metric):
         self.confmat += confusion_matrix(class_pred, label, c)
         self.peak_stats += regression_stats(peaks_pred, peaks, mask.unsqueeze(-1).expand_as(peaks))  # (W, 2, 5)
         self.threshold_stats += regression_stats(threshold_pred, threshold)
+        threshold_error = (threshold_pred.double() - threshold.double()).abs()
+        self.threshold_within += (threshold_error <= self.threshold_tolerance_db).sum()
         if presence_pred is not None:
             pred = presence_pred.bool()
             counts = ((pred & mask).sum(0), (pred & ~mask).sum(0), (~pred & mask).sum(0))
@@ -171,6 +198,11 @@ class ABRMetrics(Metric):
             for name, f1, seen in zip(self.class_names, scores["f1"], scores["seen"], strict=True):
                 if seen:
                     out[f"class/f1_{name.lower()}"] = f1
+            for name, recall, has_support in zip(
+                self.class_names, scores["recall"], scores["has_support"], strict=True
+            ):
+                if has_support:
+                    out[f"class/recall_{name.lower()}"] = recall
         peak = regression_scores(self.peak_stats)  # each (W, 2)
         for i, wave in enumerate(self.wave_names):
             for j, field in enumerate(PEAK_KEYS):
@@ -186,4 +218,18 @@ class ABRMetrics(Metric):
         if self.threshold_stats[0] > 0:
             threshold = regression_scores(self.threshold_stats)
             out["threshold/r2"], out["threshold/mae"] = threshold["r2"], threshold["mae"]
+            within = self.threshold_within.double() / self.threshold_stats[0]
+            out[f"threshold/within_{self.threshold_tolerance_db:g}db"] = within.float()
         return out
+
+    def confusion(self) -> Tensor:
+        """The class confusion matrix (C, C), int64, rows = true class, columns = predicted class.
+
+        Under DDP the matrix is summed over processes, as in `compute()` (honouring ``sync_on_compute``), and the
+        local state is restored afterwards so accumulation can go on; every process must call it, since the sum is a
+        collective. In a single process it is simply the local matrix. The result is a copy.
+        """
+        if self._is_synced:  # already inside a sync (e.g. called from compute()): the state is the synced one
+            return self.confmat.clone()
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=True):
+            return self.confmat.clone()

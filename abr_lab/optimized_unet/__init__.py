@@ -3,6 +3,8 @@
 Data: `schema` (the HDF5 file format), `generator` (the physiological simulator), `importer` (clinical exports),
 `datamodule` (patient-level splits, normalisation, augmentation), `figures` / `callbacks` (the waterfall plot),
 `baselines` (gradient-boosted trees, a plain 1-D CNN).
+Model: `network` (the U-Net and its registered variants), `losses` (the multi-task loss), `module` (the
+LightningModule).
 
 Names are imported lazily, so the command-line tools that need only numpy and h5py (the importer, the waterfall
 script) start without loading torch and Lightning.
@@ -18,6 +20,8 @@ _EXPORTS = {
     "SimulatedABRDataModule": "datamodule",
     "SimulatorSpec": "generator",
     "simulate": "generator",
+    "OptimizedHierarchicalUNet": "network",
+    "OptimizedUNetModule": "module",
     "ABRRecords": "schema",
     "CLASS_NAMES": "schema",
     "read_abr_file": "schema",

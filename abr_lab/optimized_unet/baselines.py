@@ -33,16 +33,19 @@ from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES, ABRRecords
 # Gradient-boosted trees
 
 
-def gbt_features(records: ABRRecords, static_only: bool = False) -> np.ndarray:
+def gbt_features(records: ABRRecords, static_only: bool = False, clean: bool = False) -> np.ndarray:
     """Features (N, T // 2 + 4): the recording with adjacent samples averaged (µV), then raw age, level, rate, Fmp.
 
     Averaging pairs is a crude low-pass before halving the rate, so the 100–3000 Hz response band (below the new
-    Nyquist frequency, fs / 4) survives without aliasing the out-of-band noise. With `static_only`, just the four
-    static parameters (N, 4): what a model reaches without reading the waveform.
+    Nyquist frequency, fs / 4) survives without aliasing the out-of-band noise. With `clean`, the noise-free
+    waveform replaces the recording (the oracle: what the waveform says when no noise hides it). With
+    `static_only`, just the four static parameters (N, 4): what a model reaches without reading the waveform.
     """
     if static_only:
         return records.static.astype(np.float32)
-    signal = records.signal.astype(np.float32)
+    if clean and records.clean is None:
+        raise ValueError("gbt_features(clean=True): these records hold no clean waveform (only simulated data do)")
+    signal = (records.clean if clean else records.signal).astype(np.float32)
     half = signal.shape[1] // 2
     decimated = signal[:, : 2 * half].reshape(len(signal), half, 2).mean(axis=2)
     return np.concatenate([decimated, records.static.astype(np.float32)], axis=1)
@@ -144,7 +147,9 @@ def _fit_regressor(
     return _staged_at(model.staged_predict(x_test), best)
 
 
-def gbt_baseline(dm: ABRDataModule, seed: int = 0, max_iter: int = 200, static_only: bool = False) -> dict[str, float]:
+def gbt_baseline(
+    dm: ABRDataModule, seed: int = 0, max_iter: int = 200, static_only: bool = False, clean: bool = False
+) -> dict[str, float]:
     """Gradient-boosted trees per output on decimated raw recordings + raw static parameters (see module doc).
 
     Args:
@@ -153,6 +158,8 @@ def gbt_baseline(dm: ABRDataModule, seed: int = 0, max_iter: int = 200, static_o
         max_iter: boosting iterations trained per model; the count used is chosen on val (<= max_iter).
         static_only: use only age, level, rate and Fmp (no waveform): the floor a signal model must clear, since
             the level of a threshold search and Fmp already say much about wave V and the threshold.
+        clean: read the noise-free waveform instead of the recording (simulated data only): an oracle whose
+            errors are the ambiguity no denoising can remove (e.g. a normal ear below its threshold looks deaf).
 
     Returns:
         `ABRMetrics` of the test split as floats, plus ``fit_seconds``.
@@ -160,7 +167,7 @@ def gbt_baseline(dm: ABRDataModule, seed: int = 0, max_iter: int = 200, static_o
     _ensure_setup(dm)
     train, val, test = (dm.split_records(split) for split in ("train", "val", "test"))
     start = time.perf_counter()
-    x, x_val, x_test = (gbt_features(r, static_only) for r in (train, val, test))
+    x, x_val, x_test = (gbt_features(r, static_only, clean) for r in (train, val, test))
     edges = quantile_edges(x)
     x, x_val, x_test = quantise(x, edges), quantise(x_val, edges), quantise(x_test, edges)
     n_test, n_waves = len(test), len(WAVES)

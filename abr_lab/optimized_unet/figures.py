@@ -335,3 +335,26 @@ def _legend_handles(ax: Axes) -> list[Line2D]:
         if not label.startswith("_") and label not in handles:
             handles[label] = line
     return list(handles.values())
+
+
+def confusion_figure(confusion: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES, title: str = "") -> Figure:
+    """The confusion matrix (rows true, columns predicted) as counts, coloured by each row's share (recall), so
+    the rare classes are as readable as the common one."""
+    counts = np.asarray(confusion, dtype=np.int64)
+    rows = counts.sum(axis=1, keepdims=True)
+    share = counts / np.maximum(rows, 1)
+    n = len(class_names)
+    fig = Figure(figsize=(1.2 * n + 2, 1.1 * n + 1.5))
+    ax = fig.subplots()
+    ax.imshow(share, vmin=0.0, vmax=1.0, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            color = "white" if share[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{counts[i, j]}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=8, color=color)
+    ax.set_xticks(range(n), [c.lower() for c in class_names], rotation=30, ha="right")
+    ax.set_yticks(range(n), [c.lower() for c in class_names])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -102,3 +102,14 @@ def test_bad_sizes_are_named() -> None:
         S4DKernel(channels=2, state_size=7)
     with pytest.raises(ValueError, match="dt_min"):
         S4DKernel(channels=2, dt_min=0.5, dt_max=0.1)
+
+
+def test_s4d_runs_under_bf16_autocast() -> None:
+    """Mixed precision (trainer=gpu is bf16-mixed): the FFT convolution stays in float32 and the output is finite."""
+    torch.manual_seed(0)
+    layer = S4D(4, state_size=8, bidirectional=True)
+    u = torch.randn(2, 4, 64)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        y = layer(u.bfloat16())
+    assert y.shape == (2, 4, 64) and torch.isfinite(y.float()).all()
+    assert torch.allclose(y.float(), layer(u), atol=0.1)

@@ -1,0 +1,203 @@
+"""The U-Net's LightningModule: it learns every task, its loss weights come from the config, its units are right,
+and a tiny run of `train.py` produces every metric (finite) and the figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from abr_lab.config import compose_config
+from abr_lab.optimized_unet.datamodule import SimulatedABRDataModule
+from abr_lab.optimized_unet.module import OptimizedUNetModule, class_weights
+from abr_lab.train import train
+
+TINY_UNET = [
+    "model=optimized_unet",
+    "model.arch=optimized_unet_tiny",
+    "data=abr_small",
+    "data.batch_size=32",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "model.warmup_steps=2",
+    "model.figure_every_n_epochs=1",
+    "callbacks.waterfall.every_n_epochs=1",
+]
+
+
+@pytest.fixture(scope="module")
+def datamodule(tmp_path_factory: pytest.TempPathFactory) -> SimulatedABRDataModule:
+    root = tmp_path_factory.mktemp("unet")
+    cfg = compose_config(TINY_UNET, output_dir=root / "run", root_dir=root)
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def make_module(dm: SimulatedABRDataModule, *overrides: str, tmp_path: Path) -> OptimizedUNetModule:
+    cfg = compose_config([*TINY_UNET, *overrides], output_dir=tmp_path / "run", root_dir=tmp_path)
+    module = instantiate(cfg.model, _convert_="all")
+    dataset = dm.datasets["train"]
+    module.set_statistics(dm.normalization, fs_hz=dataset.fs_hz, onset_ms=dataset.onset_ms)
+    return module
+
+
+def first_batch(dm: SimulatedABRDataModule, n: int) -> dict[str, torch.Tensor]:
+    rows = torch.utils.data.Subset(dm.datasets["train"], range(n))
+    return next(iter(torch.utils.data.DataLoader(rows, batch_size=n)))
+
+
+def test_loss_weights_from_the_config_reach_the_loss(datamodule, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    base = make_module(datamodule, tmp_path=tmp_path)
+    heavier = make_module(datamodule, "loss.weights.latency=10.0", "loss.weights.class=0.0", tmp_path=tmp_path)
+    assert heavier.loss_fn.weights["latency"] == 10.0 and heavier.loss_fn.weights["class"] == 0.0
+    heavier.load_state_dict(base.state_dict())
+    batch = first_batch(datamodule, 16)
+    base.eval(), heavier.eval()
+    with torch.no_grad():
+        total, parts, _ = base.step_loss(batch)
+        total_heavier, parts_heavier, _ = heavier.step_loss(batch)
+    for key in parts:
+        assert torch.allclose(parts[key], parts_heavier[key]), key
+    expected = total + (10.0 - 3.0) * parts["latency"] - 1.0 * parts["class"]
+    assert torch.allclose(total_heavier, expected, rtol=1e-5)
+
+
+def test_unknown_loss_option_is_named(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY_UNET, "+loss.weights.wave_ii=1.0"], output_dir=tmp_path / "run", root_dir=tmp_path)
+    with pytest.raises(InstantiationException, match="unknown task 'wave_ii'"):
+        instantiate(cfg.model, _convert_="all")
+
+
+def test_predictions_are_in_physical_units(datamodule, tmp_path: Path) -> None:
+    module = make_module(datamodule, tmp_path=tmp_path)
+    norm = datamodule.normalization
+    b, w = 2, 3
+    out = {
+        "signal": torch.ones(b, 1, 300),
+        "presence": torch.zeros(b, w),
+        "latency": torch.tensor([[0.0, 0.5, 1.0]] * b),
+        "latency_log_sigma": torch.zeros(b, w),
+        "amplitude": torch.ones(b, w),
+        "amplitude_log_sigma": torch.zeros(b, w),
+        "class": torch.zeros(b, 5),
+        "threshold": torch.zeros(b),
+        "threshold_log_sigma": torch.zeros(b),
+    }
+    pred = module.predict(out)
+    ds = datamodule.datasets["train"]
+    span = 1000.0 * 299 / ds.fs_hz  # first to last sample, ms
+    assert pred["peaks_pred"][0, :, 0].tolist() == pytest.approx(
+        [ds.onset_ms, ds.onset_ms + span / 2, ds.onset_ms + span]
+    )
+    assert pred["peaks_pred"][0, 0, 1].item() == pytest.approx(norm.signal_std, rel=1e-6)
+    assert pred["threshold_pred"][0].item() == pytest.approx(norm.threshold_mean, rel=1e-6)
+    assert pred["signal_pred"][0, 0].item() == pytest.approx(norm.signal_std, rel=1e-6)
+    # standardising the targets of a batch and the matching prediction gives the same numbers
+    z = module.standardise(out)
+    latency_ms = pred["peaks_pred"][..., 0]
+    expected = (latency_ms - torch.tensor(norm.latency_mean)) / torch.tensor(norm.latency_std)
+    assert torch.allclose(z["latency"], expected, atol=1e-5)
+
+
+def test_tiny_model_overfits_a_small_batch_on_every_task(datamodule, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    small = ("+model.arch_kwargs.dropout=0.0", "+model.arch_kwargs.channels=[16,32]", "+model.arch_kwargs.cond_dim=16")
+    module = make_module(datamodule, *small, tmp_path=tmp_path)
+    module.loss_fn.set_class_weights(datamodule.class_weights)
+    batch = first_batch(datamodule, 16)
+    steps = 300
+    optimizer = torch.optim.Adam(module.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)  # settles the NLL terms' σ
+    module.train()
+    with torch.no_grad():
+        _, first_parts, _ = module.step_loss(batch)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        total, _, _ = module.step_loss(batch)
+        total.backward()
+        optimizer.step()
+        schedule.step()
+    module.eval()
+    with torch.no_grad():
+        _, parts, out = module.step_loss(batch)
+    pred = module.predict(out)
+    mask = batch["peak_mask"]
+    assert (pred["class_pred"] == batch["label"]).all()
+    assert (pred["presence_pred"] == mask).float().mean() >= 0.9
+    latency_error = (pred["peaks_pred"][..., 0] - batch["peaks"][..., 0]).abs()[mask]
+    amplitude_error = (pred["peaks_pred"][..., 1] - batch["peaks"][..., 1]).abs()[mask]
+    assert latency_error.max() < 0.15  # ms; the latency spread of the data is ~1 ms
+    assert amplitude_error.mean() < 0.03  # µV; the amplitude spread is ~0.13 µV
+    assert (pred["threshold_pred"] - batch["threshold"]).abs().max() < 8.0  # dB; the threshold spread is ~20 dB
+    assert parts["signal"] < 0.5 * first_parts["signal"]
+
+
+def test_statistics_travel_in_the_checkpoint(datamodule, tmp_path: Path) -> None:
+    module = make_module(datamodule, tmp_path=tmp_path)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0, enable_progress_bar=False)
+    trainer.strategy.connect(module)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    restored = OptimizedUNetModule.load_from_checkpoint(path)
+    for name in ("signal_std", "latency_mean", "latency_std", "threshold_mean", "time_span_ms", "time_start_ms"):
+        assert torch.equal(getattr(restored, name), getattr(module, name)), name
+    assert torch.equal(restored.loss_fn.class_weights, module.loss_fn.class_weights)
+
+
+def test_signal_length_must_match_the_data(tmp_path: Path) -> None:
+    cfg = compose_config([*TINY_UNET, "model.signal_length=200"], output_dir=tmp_path / "run", root_dir=tmp_path)
+    with pytest.raises(ValueError, match="model.signal_length=300"):
+        train(cfg)
+
+
+def test_train_py_runs_the_tiny_unet_and_logs_every_metric(tmp_path: Path) -> None:
+    cfg = compose_config(TINY_UNET, output_dir=tmp_path / "run", root_dir=tmp_path)
+    summary = train(cfg)
+    test = summary["test"]
+    for key in (
+        "test/class/macro_f1",
+        "test/class/balanced_accuracy",
+        "test/class/recall_normal",
+        "test/peaks/latency_r2_V",
+        "test/peaks/latency_mae_V",
+        "test/peaks/amplitude_r2_V",
+        "test/peaks/presence_f1_V",
+        "test/threshold/r2",
+        "test/threshold/mae",
+        "test/threshold/within_10db",
+        "test/signal/corr",
+        "test/signal/corr_response",
+        "test/signal/snr_db",
+    ):
+        assert key in test, key
+    assert all(np.isfinite(v) for v in test.values())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["monitor"] == "val/loss"
+    # the figures reached TensorBoard: the confusion matrices and the waterfall with predictions
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = [EventAccumulator(str(p.parent)).Reload() for p in (tmp_path / "run").rglob("events.out.tfevents.*")]
+    images = {tag for ev in events for tag in ev.Tags()["images"]}
+    assert {"val/confusion_matrix", "test/confusion_matrix", "val/waterfall"} <= images
+
+
+def test_class_weightings() -> None:
+    inverse = torch.tensor([0.25, 25.0, 2.0, 0.0, 4.0])  # mean 1 over examples: frequencies ∝ 1 / w
+    freq = torch.tensor([4.0, 0.04, 0.5, 0.0, 0.25])
+    freq = freq / freq.sum()
+    assert torch.equal(class_weights(inverse, "inverse"), inverse)
+    root = class_weights(inverse, "sqrt_inverse")
+    assert root[3] == 0
+    assert (freq * root).sum().item() == pytest.approx(1.0)
+    ratio = root[1] / root[0]
+    assert ratio.item() == pytest.approx(10.0)  # sqrt(25 / 0.25)
