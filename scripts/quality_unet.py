@@ -6,8 +6,8 @@
 Trains through train.py exactly as a user would (default: `python train.py`, i.e. model=optimized_unet on data=abr),
 reads the run's metrics.json, and compares the held-out test split with
 
-- the baselines of `scripts/abr_baselines.py` (gradient-boosted trees on the recording, the plain 1-D CNN, the trees
-  on the static parameters alone), reused from `outputs/baselines/abr_baselines.json` when that file was made from
+- the two baselines of `scripts/abr_baselines.py` (gradient-boosted trees on the recording, the plain 1-D CNN),
+  reused from `outputs/baselines/abr_baselines.json` when that file was made from
   the same data file, else computed (~9 min on 2 cores);
 - the oracle: the same trees reading the simulator's clean waveform instead of the recording (cached likewise in
   `outputs/baselines/abr_oracle.json`). What the oracle misses is ambiguous by nature (a normal ear tested below its
@@ -120,7 +120,7 @@ def main(overrides: list[str]) -> int:
 
     data_overrides = [o for o in overrides if o.startswith(("data", "+data"))]
     rows: dict[str, Any] = {"optimized_unet": model}
-    rows.update(cached(BASELINES, data, ["gbt_static", "gbt", "cnn"], data_overrides))
+    rows.update(cached(BASELINES, data, ["gbt", "cnn"], data_overrides))
     rows.update(cached(ORACLE, data, ["gbt_oracle"], data_overrides))
 
     print(f"\nOptimized U-Net, test split of {data} ({minutes:.1f} min incl. data and test; run: {run_dir})")

@@ -18,12 +18,22 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-def test_defaults_compose_to_the_lstm_family(tmp_path):
+def test_defaults_compose_to_the_unet_family(tmp_path):
     cfg = compose_config(root_dir=tmp_path)
+    assert cfg.model._target_.endswith("OptimizedUNetModule")
+    assert cfg.data._target_.endswith("SimulatedABRDataModule")
+    assert HydraConfig.get().runtime.choices["loss"] == "abr"
+    assert cfg.model.loss == cfg.loss  # the loss group reaches the module (one source)
+    assert cfg.monitor.metric == "val/loss" and cfg.optimized_metric == "val/loss"
+
+
+def test_lstm_family_composes_without_a_loss_group(tmp_path):
+    cfg = compose_config(["model=lstm_extractor"], root_dir=tmp_path)
     assert cfg.model._target_.endswith("LSTMExtractorModule")
     assert cfg.data._target_.endswith("SinusoidDataModule")
     assert cfg.monitor.metric == "val/mse" and cfg.optimized_metric == "val/mse"
     assert cfg.model.freqs == cfg.data.freqs  # one source for data-dependent arguments
+    assert "loss" not in cfg
 
 
 @pytest.mark.parametrize("model", options("model"))
@@ -58,7 +68,7 @@ def test_every_trainer_option_instantiates(trainer, tmp_path, monkeypatch):
     assert isinstance(hydra.utils.instantiate(cfg.trainer), L.Trainer)
 
 
-@pytest.mark.parametrize("group", ["logger", "callbacks", "curriculum", "debug", "experiment"], ids=lambda g: g)
+@pytest.mark.parametrize("group", ["logger", "callbacks", "curriculum", "debug", "experiment", "loss"], ids=lambda g: g)
 def test_every_option_of_the_other_groups_composes(group, tmp_path):
     for option in options(group):
         cfg = compose_config([f"{group}={option}"], root_dir=tmp_path, output_dir=tmp_path / "run")
@@ -76,4 +86,4 @@ def test_debug_modes_run_the_tiny_task(debug, tiny_cfg):
 def test_unknown_option_lists_the_available_ones(tmp_path):
     with pytest.raises(ConfigCompositionException, match="Available options in 'model'") as err:
         compose_config(["model=nope"], root_dir=tmp_path)
-    assert "lstm_extractor" in str(err.value)
+    assert "lstm_extractor" in str(err.value) and "optimized_unet" in str(err.value)

@@ -50,3 +50,28 @@ def test_abr_data_stats_prints_the_readme_figures():
     shares = [float(x) for x in figures["class share %"].split(" / ")]
     assert len(shares) == 5 and abs(sum(shares) - 100) < 0.5
     assert 0.5 < float(figures["Fmp, noise only (median)"]) < 1.5
+
+
+def test_quality_unet_verdicts_compare_with_the_bars_and_both_baselines() -> None:
+    quality = load("quality_unet")
+    good = {
+        "class/macro_f1": 0.75,
+        "peaks/latency_r2_V": 0.97,
+        "peaks/amplitude_r2_V": 0.97,
+        "threshold/r2": 0.92,
+        "threshold/mae": 4.0,
+        "signal/corr_response": 0.93,
+        "class/recall_normal": 0.9,
+        "class/recall_neuropathy": 0.5,
+    }
+    baseline = {**good, "class/macro_f1": 0.70, "peaks/latency_r2_V": 0.96, "threshold/mae": 5.0}
+    baseline.update({"peaks/amplitude_r2_V": 0.96, "threshold/r2": 0.90})
+    rows = {"gbt": baseline, "cnn": baseline}
+    lines, passed = quality.verdicts(good, rows)
+    assert passed and all(line.strip().startswith("PASS") for line in lines)
+    # above the bar but not above a baseline fails; a class never recalled fails
+    _, passed = quality.verdicts({**good, "threshold/mae": 5.5}, rows)
+    assert not passed
+    lines, passed = quality.verdicts({**good, "class/recall_neuropathy": 0.0}, rows)
+    assert not passed and "neuropathy" in lines[-1]
+    assert "0.750" in quality.table({"optimized_unet": good})

@@ -409,6 +409,9 @@ class OptimizedHierarchicalUNet(nn.Module):
         self.static_embedding = nn.Sequential(nn.Linear(num_static, cond_dim), nn.GELU(), nn.Linear(cond_dim, cond_dim))
         self.stem = nn.Sequential(nn.Conv1d(1, top, kernel_size=7, padding=3), nn.GELU())
         self.patch = nn.Conv1d(top, top, kernel_size=stem_stride, stride=stem_stride)
+        # learned position embedding of the patches: ABR waves are time-locked to the click, so every level may use
+        # where it is on the time axis (zero at init: learned only where it helps)
+        self.position_embedding = nn.Parameter(torch.zeros(top, self.lengths[0]))
         common = dict(cond_dim=cond_dim, min_attention_len=min_attention_len, heads=heads, state_size=state_size)
         self.encoder = nn.ModuleList(
             EncoderLevel(
@@ -468,7 +471,7 @@ class OptimizedHierarchicalUNet(nn.Module):
         cond = self.static_embedding(static)  # (B, D)
         full = self.stem(signal)  # (B, C0, T)
         pad = self.lengths[0] * self.stem_stride - t
-        h = self.patch(F.pad(full, (0, pad)))  # (B, C0, L0)
+        h = self.patch(F.pad(full, (0, pad))) + self.position_embedding  # (B, C0, L0)
         skips = []
         for level in self.encoder:
             h, skip = level(h, cond, gate)  # (B, C_i, L_{i+1}), (B, C_i, L_i)
