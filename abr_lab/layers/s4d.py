@@ -106,10 +106,10 @@ class S4D(nn.Module):
 
     def forward(self, u: Tensor) -> Tensor:
         length = u.shape[-1]  # u: (B, H, L)
-        # the kernel and the FFT convolution in float32 whatever the autocast dtype: FFTs have no bf16 kernels, and
-        # the powers Ā^l of a long kernel need the precision
+        # the kernel and the FFT convolution in at least float32 whatever the autocast dtype: FFTs have no bf16
+        # kernels, and the powers Ā^l of a long kernel need the precision
         with torch.autocast(device_type=u.device.type, enabled=False):
-            u32 = u.float()
+            u32 = u.to(torch.promote_types(u.dtype, torch.float32))
             k_f = torch.fft.rfft(self.convolution_kernel(length), n=2 * length)  # (H, L + 1)
             u_f = torch.fft.rfft(u32, n=2 * length)  # (B, H, L + 1)
             y = torch.fft.irfft(u_f * k_f, n=2 * length)[..., :length]  # (B, H, L): linear convolution
