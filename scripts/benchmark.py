@@ -1,10 +1,14 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py lstm [--smoke] [--out benchmarks/results.json]
+    python scripts/benchmark.py [lstm] [unet] [--smoke] [--out benchmarks/results.json]
 
 lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
 streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
-128 hidden units. Medians over repeats after a warm-up.
+128 hidden units.
+unet: parameters and seconds per training batch (forward, backward, AdamW; batch 64 of 300 samples) of the
+registered U-Net variants, of the CPU variant without patches (stem_stride 1: attention at every long level at full
+resolution), and the cost of attention-weight dropout at 300 tokens (fused kernel vs the reference one it forces).
+Medians over repeats after a warm-up.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import torch
 from abr_lab.atomic import atomic_write_text
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
 from abr_lab.lstm_extractor.network import build_inputs
+from abr_lab.optimized_unet.network import OptimizedHierarchicalUNet
+from abr_lab.registry import create_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +92,43 @@ def bench_lstm(smoke: bool) -> dict[str, float]:
     }
 
 
-BENCHMARKS = {"lstm": bench_lstm}
+def unet_train_seconds(net: OptimizedHierarchicalUNet, batch: int, repeats: int) -> float:
+    """Median seconds of one training batch: forward, a loss touching every output, backward, AdamW step."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    signal, static = torch.randn(batch, 1, net.signal_length), torch.randn(batch, 4)
+
+    def update() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        sum(v.float().mean() for v in net(signal, static).values()).backward()
+        optimizer.step()
+
+    return median_seconds(update, repeats)
+
+
+def bench_unet(smoke: bool) -> dict[str, float]:
+    """Training cost of the U-Net variants, of full-resolution attention, and of attention-weight dropout."""
+    batch, repeats = (2, 1) if smoke else (64, 3)
+    variants = ("optimized_unet_tiny",) if smoke else ("optimized_unet", "optimized_unet_cpu")
+    out: dict[str, float] = {}
+    for name in variants:
+        torch.manual_seed(0)
+        net = create_model(name)
+        out[f"{name}_parameters"] = float(sum(p.numel() for p in net.parameters()))
+        out[f"{name}_train_s_per_batch{batch}"] = unet_train_seconds(net, batch, repeats)
+    full_resolution = create_model(variants[-1], stem_stride=1)
+    out[f"{variants[-1]}_stride1_train_s_per_batch{batch}"] = unet_train_seconds(full_resolution, batch, repeats)
+    q = torch.randn(batch, 4, 300, 8, requires_grad=True)  # (B, heads, tokens, head dim)
+    for dropout in (0.0, 0.1):
+
+        def attend(p: float = dropout) -> None:
+            torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=p).sum().backward()
+
+        out[f"attention300_dropout{dropout:g}_s"] = median_seconds(attend, repeats)
+    out["attention_dropout_slowdown"] = out["attention300_dropout0.1_s"] / out["attention300_dropout0_s"]
+    return out
+
+
+BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet}
 
 
 def environment() -> dict[str, object]:

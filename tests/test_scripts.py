@@ -43,6 +43,19 @@ def test_lstm_benchmark_smoke_writes_every_field(tmp_path):
     assert results["lstm"]["smoke"] is True and "torch" in results["environment"]
 
 
+def test_unet_benchmark_smoke_writes_every_field(tmp_path):
+    results = load("benchmark").main(["unet", "--smoke", "--out", str(tmp_path / "results.json")])["unet"]
+    for key in (
+        "optimized_unet_tiny_parameters",
+        "optimized_unet_tiny_train_s_per_batch2",
+        "optimized_unet_tiny_stride1_train_s_per_batch2",
+        "attention300_dropout0_s",
+        "attention300_dropout0.1_s",
+        "attention_dropout_slowdown",
+    ):
+        assert results[key] > 0, key  # no timing asserted: fields only
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))

@@ -100,7 +100,6 @@ class EncoderLevel(nn.Module):
         self,
         in_channels: int,
         channels: int,
-        out_channels: int,
         length: int,
         cond_dim: int,
         min_attention_len: int,
@@ -115,8 +114,8 @@ class EncoderLevel(nn.Module):
         n_layers = transformer_layers if length >= min_attention_len else 0
         self.transformers = nn.ModuleList(TransformerBlock(channels, heads, dropout=dropout) for _ in range(n_layers))
         self.s4 = ResidualS4D(channels, state_size, dropout)
-        self.down = nn.Conv1d(channels, out_channels, kernel_size=3, stride=2, padding=1)
-        self.film = FiLM(out_channels, cond_dim)
+        self.down = nn.Conv1d(channels, channels, kernel_size=3, stride=2, padding=1)
+        self.film = FiLM(channels, cond_dim)
 
     def forward(self, x: Tensor, cond: Tensor, gate: float = 1.0) -> tuple[Tensor, Tensor]:
         # x (B, C_in, L), cond (B, D)
@@ -124,7 +123,7 @@ class EncoderLevel(nn.Module):
         for block in self.transformers:
             h = block(h, gate=gate)  # (B, C, L)
         skip = self.s4(h)  # (B, C, L)
-        down = self.film(self.down(skip), cond)  # (B, C_out, ceil(L / 2))
+        down = self.film(self.down(skip), cond)  # (B, C, ceil(L / 2))
         return down, skip
 
 
@@ -393,8 +392,6 @@ class OptimizedHierarchicalUNet(nn.Module):
         channels = tuple(int(c) for c in channels)
         if not channels:
             raise ValueError("channels: need at least one level")
-        if bottleneck not in BOTTLENECKS:
-            raise ValueError(f"bottleneck={bottleneck!r}: choose one of {list(BOTTLENECKS)}")
         if stem_stride < 1 or signal_length < 2 * stem_stride:
             raise ValueError(f"stem_stride={stem_stride}, signal_length={signal_length}: need 1 <= 2·stride <= T")
         self.signal_length, self.num_classes, self.num_waves = signal_length, num_classes, num_waves
@@ -417,7 +414,6 @@ class OptimizedHierarchicalUNet(nn.Module):
             EncoderLevel(
                 in_channels=top if i == 0 else channels[i - 1],
                 channels=c,
-                out_channels=c,
                 length=self.lengths[i],
                 transformer_layers=transformer_layers,
                 dropout=dropout,
@@ -462,8 +458,7 @@ class OptimizedHierarchicalUNet(nn.Module):
         Returns a dict of tensors: ``signal`` (B, 1, T) on the input's scale; ``presence`` (B, W) logits;
         ``latency`` (B, W) position as a fraction of the window [0, 1] and ``latency_log_sigma`` (B, W) of it in
         the same unit; ``amplitude`` / ``amplitude_log_sigma`` (B, W) on the input's scale; ``class`` (B, C)
-        logits; ``threshold`` / ``threshold_log_sigma`` (B,) standardised; ``decoded`` (B, C0, L0) the decoder
-        output (for inspection and generation).
+        logits; ``threshold`` / ``threshold_log_sigma`` (B,) standardised.
         """
         if signal.ndim != 3 or signal.shape[1] != 1 or signal.shape[-1] != self.signal_length:
             raise ValueError(f"signal has shape {tuple(signal.shape)}, expected (B, 1, {self.signal_length})")
@@ -491,7 +486,6 @@ class OptimizedHierarchicalUNet(nn.Module):
             "class": class_logits,
             "threshold": threshold,  # (B,)
             "threshold_log_sigma": threshold_log_sigma,  # (B,)
-            "decoded": h,  # (B, C0, L0)
         }
 
     def transformer_levels(self) -> dict[str, list[int]]:

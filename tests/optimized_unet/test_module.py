@@ -146,6 +146,8 @@ def test_tiny_model_overfits_a_small_batch_on_every_task(datamodule, tmp_path: P
 
 def test_statistics_travel_in_the_checkpoint(datamodule, tmp_path: Path) -> None:
     module = make_module(datamodule, tmp_path=tmp_path)
+    module.loss_fn.set_class_weights(class_weights(datamodule.class_weights, "sqrt_inverse"))
+    assert module.loss_fn.class_weights.numel() == 5  # a fresh module holds none: the checkpoint must bring them
     trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=0, enable_progress_bar=False)
     trainer.strategy.connect(module)
     path = tmp_path / "m.ckpt"
