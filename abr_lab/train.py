@@ -73,6 +73,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("model: %s", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model, _convert_="all")
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
+    if cfg.get("curriculum"):  # curriculum=none is empty
+        callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger; with logger=none there is none
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

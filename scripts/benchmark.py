@@ -1,6 +1,6 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py [lstm] [unet] [--smoke] [--out benchmarks/results.json]
+    python scripts/benchmark.py [lstm] [unet] [health] [--smoke] [--out benchmarks/results.json]
 
 lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
 streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
@@ -8,6 +8,10 @@ streaming use), measured in one run, and their ratio; training steps/s (one trun
 unet: parameters and seconds per training batch (forward, backward, AdamW; batch 64 of 300 samples) of the
 registered U-Net variants, of the CPU variant without patches (stem_stride 1: attention at every long level at full
 resolution), and the cost of attention-weight dropout at 300 tokens (fused kernel vs the reference one it forces).
+health: the health monitor's cost on the U-Net's default recipe (CPU variant, batch 64, every task weighted):
+seconds of a plain training step, of a step with a gradient probe (one extra backward per task for the gradient
+shares, plus the dead-head check), of the per-step bookkeeping, and the overhead at the default interval
+(conf/callbacks/default.yaml) as a share of step time: (probe extra / interval + bookkeeping) / step.
 Medians over repeats after a warm-up.
 """
 
@@ -128,7 +132,67 @@ def bench_unet(smoke: bool) -> dict[str, float]:
     return out
 
 
-BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet}
+def bench_health(smoke: bool) -> dict[str, float]:
+    """Overhead of `HealthMonitor` at its default interval on a U-Net training step."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from abr_lab.health import HealthMonitor, receives_gradient, task_gradient_norms
+    from abr_lab.optimized_unet.module import OptimizedUNetModule
+
+    batch_size, repeats = (2, 1) if smoke else (64, 5)
+    arch = "optimized_unet_tiny" if smoke else "optimized_unet_cpu"
+    interval = int(OmegaConf.load(REPO / "conf" / "callbacks" / "default.yaml").health.interval)
+    loss = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "loss" / "abr.yaml"))
+    torch.manual_seed(0)
+    module = OptimizedUNetModule(arch=arch, loss=loss)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    t = module.hparams.signal_length
+    batch = {
+        "signal": torch.randn(batch_size, 1, t),
+        "clean": torch.randn(batch_size, 1, t),
+        "static": torch.randn(batch_size, 4),
+        "peaks": torch.rand(batch_size, 3, 2) * 8,
+        "peak_mask": torch.rand(batch_size, 3) > 0.3,
+        "label": torch.randint(0, 5, (batch_size,)),
+        "threshold": torch.rand(batch_size) * 80,
+    }
+    shared = module.shared_parameters()
+
+    def step(probe: bool) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        total, parts, _ = module.step_loss(batch, module.train_weights)
+        if probe:
+            task_gradient_norms({k: module.train_weights[k] * v for k, v in parts.items()}, shared)
+        total.backward()
+        if probe:
+            [receives_gradient(head.parameters()) for head in module.task_heads().values()]
+        optimizer.step()
+
+    monitor = HealthMonitor(interval=interval)
+    trainer = SimpleNamespace(global_step=1)
+    module.task_losses = {k: torch.tensor(1.0) for k in module.train_weights}
+    loss_value = torch.tensor(1.0)
+
+    def bookkeeping() -> None:  # what every step costs: the non-finite flags and the loss shares
+        for _ in range(100):
+            monitor.on_train_batch_end(trainer, module, {"loss": loss_value}, batch, 0)
+
+    plain = median_seconds(lambda: step(False), repeats)
+    probed = median_seconds(lambda: step(True), repeats)
+    per_step = median_seconds(bookkeeping, repeats) / 100
+    return {
+        "arch": arch,
+        "interval": float(interval),
+        "train_step_s": plain,
+        "probe_step_s": probed,
+        "bookkeeping_s_per_step": per_step,
+        "overhead_share": (max(probed - plain, 0.0) / interval + per_step) / plain,
+    }
+
+
+BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet, "health": bench_health}
 
 
 def environment() -> dict[str, object]:

@@ -188,6 +188,8 @@ def test_recall_within_tolerance_and_confusion_against_sklearn():
         assert out[f"class/recall_{name}"].item() == pytest.approx(recall[c], rel=1e-6)
     assert "class/recall_conductive" not in out  # class 4 is only predicted, never true: recall undefined
     assert "class/f1_conductive" in out
+    for c, name in enumerate(CLASS_NAMES):  # what the health monitor reads for class collapse
+        assert out[f"class/pred_share_{name}"].item() == pytest.approx((p == c).mean(), rel=1e-6)
     within = np.abs(cat["threshold_pred"].astype(np.float64) - cat["threshold"]) <= 10
     assert out["threshold/within_10db"].item() == pytest.approx(within.mean(), rel=1e-6)
     cm = metric.confusion()

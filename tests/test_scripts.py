@@ -56,6 +56,13 @@ def test_unet_benchmark_smoke_writes_every_field(tmp_path):
         assert results[key] > 0, key  # no timing asserted: fields only
 
 
+def test_health_benchmark_smoke_writes_every_field(tmp_path):
+    results = load("benchmark").main(["health", "--smoke", "--out", str(tmp_path / "results.json")])["health"]
+    for key in ("train_step_s", "probe_step_s", "bookkeeping_s_per_step", "interval"):
+        assert results[key] > 0, key  # no timing asserted: fields only
+    assert results["overhead_share"] >= 0
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))

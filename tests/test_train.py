@@ -55,6 +55,14 @@ def test_two_epochs_leave_checkpoints_logs_and_metrics(tiny_cfg, tmp_path):
     assert model.hparams.arch == "lstm_extractor_tiny"
 
 
+def test_lstm_noise_curriculum_is_applied_and_logged_every_epoch(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.max_epochs=2", "curriculum=lstm_noise_ramp", "data.noise_std=0.2"))
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    noise = [e.value for e in events.Scalars("curriculum/data.noise_std")]
+    assert noise == pytest.approx([0.0, 0.2])  # cosine from 0 to the data's level by half-way
+    assert {"health/alerts", "lr-AdamW/lstm", "lr-AdamW/head/no_decay"} <= set(events.Tags()["scalars"])
+
+
 def test_resume_from_last_continues_the_epoch_counter(tiny_cfg, tmp_path):
     first = train(tiny_cfg("trainer.max_epochs=2", run="first"))
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"

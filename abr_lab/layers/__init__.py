@@ -4,8 +4,11 @@
 from abr_lab.layers.attention import (
     AttentionSkipFusion,
     ConcatSkipFusion,
+    EntropyProbe,
     MultiScaleAttention,
+    ProbedAttention,
     TransformerBlock,
+    attention_entropy,
     sinusoidal_positions,
 )
 from abr_lab.layers.film import FiLM
@@ -16,11 +19,14 @@ __all__ = [
     "S4D",
     "AttentionSkipFusion",
     "ConcatSkipFusion",
+    "EntropyProbe",
     "FiLM",
     "MultiScaleAttention",
+    "ProbedAttention",
     "ResCNNBlock",
     "ResCNNStack",
     "S4DKernel",
     "TransformerBlock",
+    "attention_entropy",
     "sinusoidal_positions",
 ]

@@ -9,6 +9,10 @@ position, and a decoder step should find the skip's step at the same time.
 
 Dropout acts on the residual branches, never on the attention weights: weight dropout forces PyTorch's reference
 attention kernel, which on a CPU is ~4× slower than the fused one at the U-Net's sequence lengths.
+
+Every attention here is an `EntropyProbe`: while its `probe` flag is set (the health monitor sets it for one
+validation batch per epoch), it also computes its attention weights and records their entropy, so collapsed
+(every query on one key) or never-trained (uniform) attention shows up in TensorBoard.
 """
 
 from __future__ import annotations
@@ -32,6 +36,40 @@ def sinusoidal_positions(length: int, channels: int, device: torch.device | None
     return encoding  # (C, L)
 
 
+def attention_entropy(weights: Tensor) -> Tensor | None:
+    """Mean entropy of attention rows (..., L, S), divided by log S: 0 = each query on one key, 1 = uniform.
+
+    None for a single key (S = 1), where attention has no choice to make."""
+    keys = weights.shape[-1]
+    if keys < 2:
+        return None
+    p = weights.detach().float()
+    return (-(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(keys)).mean()
+
+
+class EntropyProbe:
+    """Mixin of attention layers: with `probe` set, the next forward passes record `entropy`
+    (`attention_entropy` of their weights, a 0-dim tensor); otherwise they run at full speed and record nothing."""
+
+    probe: bool = False
+    entropy: Tensor | None = None
+
+
+class ProbedAttention(EntropyProbe, nn.MultiheadAttention):
+    """`nn.MultiheadAttention` with an entropy probe (same parameters and state-dict keys)."""
+
+    _OPTIONS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor | None]:
+        if not self.probe:
+            return super().forward(query, key, value, *args, **kwargs)
+        kwargs.update(zip(self._OPTIONS, args, strict=False))  # nn.MultiheadAttention's positional options
+        kwargs.update(need_weights=True, average_attn_weights=False)
+        out, weights = super().forward(query, key, value, **kwargs)
+        self.entropy = attention_entropy(weights)  # weights (B, H, L, S)
+        return out, weights
+
+
 def _check_heads(channels: int, heads: int) -> None:
     if heads < 1 or channels % heads:
         raise ValueError(f"channels={channels} must be a positive multiple of heads={heads}")
@@ -50,12 +88,12 @@ class TransformerBlock(nn.Module):
         super().__init__()
         _check_heads(channels, heads)
         self.norm_self = nn.LayerNorm(channels)
-        self.self_attention = nn.MultiheadAttention(channels, heads, batch_first=True)
-        self.cross_attention: nn.MultiheadAttention | None = None
+        self.self_attention = ProbedAttention(channels, heads, batch_first=True)
+        self.cross_attention: ProbedAttention | None = None
         if cross_attention:
             self.norm_query = nn.LayerNorm(channels)
             self.norm_context = nn.LayerNorm(channels)
-            self.cross_attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+            self.cross_attention = ProbedAttention(channels, heads, batch_first=True)
         self.norm_ff = nn.LayerNorm(channels)
         self.ff = nn.Sequential(
             nn.Linear(channels, ff_mult * channels),
@@ -65,7 +103,7 @@ class TransformerBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, context: Tensor | None = None, gate: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, gate: float | Tensor = 1.0) -> Tensor:
         # x (B, C, L); context (B, C, Lc) for cross-attention
         h = x.transpose(1, 2)  # (B, L, C)
         q = self.norm_self(h) + _positions(h)  # (B, L, C)
@@ -78,6 +116,10 @@ class TransformerBlock(nn.Module):
             attended = self.cross_attention(self.norm_query(h) + _positions(h), kv, kv, need_weights=False)[0]
             h = h + gate * self.dropout(attended)  # (B, L, C)
         h = h + gate * self.dropout(self.ff(self.norm_ff(h)))  # (B, L, C)
+        if self.self_attention.probe and float(gate) == 0:  # gated off: its weights mean nothing yet
+            for attention in (self.self_attention, self.cross_attention):
+                if attention is not None:
+                    attention.entropy = None
         return h.transpose(1, 2)  # (B, C, L)
 
 
@@ -99,7 +141,7 @@ class AttentionSkipFusion(nn.Module):
         _check_heads(channels, heads)
         self.norm_query = nn.LayerNorm(channels)
         self.norm_skip = nn.LayerNorm(channels)
-        self.attention = nn.MultiheadAttention(channels, heads, batch_first=True)
+        self.attention = ProbedAttention(channels, heads, batch_first=True)
         self.value = nn.Linear(channels, channels)
         self.gate = nn.Linear(2 * channels, channels)
 
@@ -124,7 +166,7 @@ class ConcatSkipFusion(nn.Module):
         return x + self.mix(torch.cat([x, skip], dim=1))  # (B, C, L)
 
 
-class MultiScaleAttention(nn.Module):
+class MultiScaleAttention(EntropyProbe, nn.Module):
     """Self-attention with one head per temporal scale: for each scale k a depthwise convolution of width k smooths
     the map, the head of that scale computes its queries, keys and values from the smoothed map, and a 1×1
     convolution fuses the heads' outputs into a residual update.
@@ -152,6 +194,8 @@ class MultiScaleAttention(nn.Module):
         qkv = [proj(smooth(h)) for smooth, proj in zip(self.smooth, self.qkv, strict=True)]  # S × (B, 3d, L)
         q, k, v = (t.contiguous() for t in torch.stack(qkv, dim=1).transpose(-1, -2).chunk(3, dim=-1))  # (B, S, L, d)
         attended = F.scaled_dot_product_attention(q, k, v)  # (B, S, L, d)
+        if self.probe:
+            self.entropy = attention_entropy((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1))
         b, s, length, d = attended.shape
         attended = attended.transpose(-1, -2).reshape(b, s * d, length)  # (B, S·d, L): heads side by side
         return x + self.fuse(attended)  # (B, C, L)

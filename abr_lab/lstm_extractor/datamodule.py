@@ -11,7 +11,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError, read_arrays
+from abr_lab.data.shared import SharedValues
 from abr_lab.lstm_extractor.generator import KEYS, SPLITS, SinusoidSpec, split_path, write_split
 
 
@@ -21,9 +23,20 @@ class SinusoidDataset(Dataset):
     With `window` set, an item is a random window of that many steps (a new draw each time): a window of a
     stationary sine mixture is itself a mixture with other phases, so training on windows sees more signal starts
     per step of compute.
+
+    With `noise` (n, t), the unit noise inside the mixtures, and `noise_std`, the level the file was generated
+    at, ``live["noise_std"]`` serves the same signals at another noise level: mixture + (live − file) · noise. It
+    lives in shared memory, so a curriculum's change reaches DataLoader workers.
     """
 
-    def __init__(self, mixture: Tensor, targets: Tensor, window: int | None = None) -> None:
+    def __init__(
+        self,
+        mixture: Tensor,
+        targets: Tensor,
+        window: int | None = None,
+        noise: Tensor | None = None,
+        noise_std: float = 0.0,
+    ) -> None:
         if mixture.ndim != 2 or targets.ndim != 3 or targets.shape[0] != mixture.shape[0]:
             raise ValueError(
                 f"mixture {tuple(mixture.shape)} must be (n, t) and targets {tuple(targets.shape)} (n, k, t)"
@@ -36,6 +49,10 @@ class SinusoidDataset(Dataset):
         if window is not None and not 1 <= window <= mixture.shape[1]:
             raise ValueError(f"window={window}: need 1 <= window <= signal length {mixture.shape[1]}")
         self.window = window
+        if noise is not None and noise.shape != mixture.shape:
+            raise ValueError(f"noise {tuple(noise.shape)} must have the mixture's shape {tuple(mixture.shape)}")
+        self.noise, self.file_noise_std = noise, float(noise_std)
+        self.live = SharedValues(noise_std=self.file_noise_std)
 
     def __len__(self) -> int:
         return self.mixture.shape[0] * self.num_freqs
@@ -46,8 +63,12 @@ class SinusoidDataset(Dataset):
         if self.window is not None:
             start = int(torch.randint(0, self.mixture.shape[1] - self.window + 1, ()))
             steps = slice(start, start + self.window)
+        mixture = self.mixture[signal, steps]  # (t,)
+        extra = self.live["noise_std"] - self.file_noise_std
+        if extra != 0 and self.noise is not None:
+            mixture = mixture + extra * self.noise[signal, steps]
         return {
-            "mixture": self.mixture[signal, steps],  # (t,)
+            "mixture": mixture,  # (t,)
             "condition": self.one_hot[k],  # (k,)
             "target": self.targets[signal, k, steps],  # (t,)
             "freq_index": torch.tensor(k),
@@ -119,7 +140,7 @@ class SinusoidDataModule(L.LightningDataModule):
         if not path.exists():
             raise DataFileError(f"{path}: missing; prepare_data() generates it")
         arrays = read_arrays(path, KEYS)
-        expected = {"mixture": (self.sizes[split], self.spec.num_steps)}
+        expected = {key: (self.sizes[split], self.spec.num_steps) for key in ("mixture", "noise")}
         expected["targets"] = (self.sizes[split], len(self.spec.freqs), self.spec.num_steps)
         for key, shape in expected.items():
             if arrays[key].shape != shape:
@@ -127,7 +148,14 @@ class SinusoidDataModule(L.LightningDataModule):
             if not np.isfinite(arrays[key]).all():
                 raise DataFileError(f"{path}: dataset '{key}' holds NaN or infinite values")
         window = self.train_window if split == "train" else None
-        return SinusoidDataset(torch.from_numpy(arrays["mixture"]), torch.from_numpy(arrays["targets"]), window)
+        tensors = {key: torch.from_numpy(arrays[key]) for key in KEYS}
+        return SinusoidDataset(tensors["mixture"], tensors["targets"], window, tensors["noise"], self.spec.noise_std)
+
+    def curriculum_knobs(self) -> dict[str, Knob]:
+        """``data.noise_std``: the std of the noise in the training mixtures (validation and test keep the file's)."""
+        if "train" not in self.datasets:
+            raise RuntimeError("SinusoidDataModule.curriculum_knobs: call setup('fit') first")
+        return {"data.noise_std": self.datasets["train"].live.knob("noise_std", low=0.0)}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -9,7 +9,9 @@ which one to pull out (a one-hot condition) and must output it. Two noise models
 - ``per_step``: amplitude ~ U(0.8, 1.2) and phase ~ U(0, 2π) redrawn at every step (the course assignment's task);
   the target is the pure ``sin(2π f t)``.
 
-Files are HDF5 with datasets ``mixture`` (N, T) and ``targets`` (N, K, T), float32, K = number of frequencies.
+Files are HDF5 with datasets ``mixture`` (N, T), ``targets`` (N, K, T) and ``noise`` (N, T), float32, K = number of
+frequencies. ``noise`` holds the unit-variance draws behind the mixture's noise (mixture = clean mean +
+noise_std · noise), so the DataModule can serve the same signals at another noise level (a curriculum knob).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ NoiseModel = Literal["per_signal", "per_step"]
 NOISE_MODELS: tuple[str, ...] = ("per_signal", "per_step")
 AMP_RANGES: dict[str, tuple[float, float]] = {"per_signal": (0.5, 2.0), "per_step": (0.8, 1.2)}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-KEYS: tuple[str, ...] = ("mixture", "targets")
-GENERATOR_VERSION = 1  # bump when the maths changes so cached files are not reused
+KEYS: tuple[str, ...] = ("mixture", "targets", "noise")
+GENERATOR_VERSION = 2  # bump when the maths changes so cached files are not reused
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,13 @@ def split_seed(seed: int, split: str) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, SPLITS.index(split)])
 
 
-def generate(spec: SinusoidSpec, num_signals: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Generate `num_signals` mixtures and their per-frequency targets.
+def generate(
+    spec: SinusoidSpec, num_signals: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generate `num_signals` mixtures, their per-frequency targets and the unit noise in the mixtures.
 
     Returns:
-        mixture (N, T) and targets (N, K, T), float32.
+        mixture (N, T), targets (N, K, T) and noise (N, T), float32; mixture includes noise_std · noise.
     """
     t = spec.time()  # (T,)
     f = np.asarray(spec.freqs, dtype=np.float64)[None, :, None]  # (1, K, 1)
@@ -90,9 +94,9 @@ def generate(spec: SinusoidSpec, num_signals: int, rng: np.random.Generator) -> 
         phase = rng.uniform(0, 2 * np.pi, size=(n, k, t.size))
         mixture = (amp * np.sin(2 * np.pi * f * t + phase)).mean(axis=1)  # (N, T)
         targets = np.broadcast_to(np.sin(2 * np.pi * f * t), (n, k, t.size))  # (N, K, T)
-    if spec.noise_std > 0:
-        mixture = mixture + rng.normal(0.0, spec.noise_std, size=mixture.shape)
-    return mixture.astype(np.float32), np.ascontiguousarray(targets, dtype=np.float32)
+    noise = rng.standard_normal(size=mixture.shape)  # (N, T), drawn even at noise_std 0: a knob may add noise
+    mixture = mixture + spec.noise_std * noise
+    return mixture.astype(np.float32), np.ascontiguousarray(targets, dtype=np.float32), noise.astype(np.float32)
 
 
 def split_params(spec: SinusoidSpec, split: str, num_signals: int, seed: int) -> dict:
@@ -122,11 +126,12 @@ def write_split(
         t = spec.num_steps
         mix = f.create_dataset("mixture", (num_signals, t), dtype="float32", chunks=(1, t))
         tgt = f.create_dataset("targets", (num_signals, len(spec.freqs), t), dtype="float32", chunks=(1, 1, t))
+        noise = f.create_dataset("noise", (num_signals, t), dtype="float32", chunks=(1, t))
         f.attrs["fs"], f.attrs["freqs"] = spec.fs, np.asarray(spec.freqs)
         bar = tqdm(total=num_signals, desc=f"sinusoids {split}", unit="signal", disable=not progress, leave=False)
         for start in range(0, num_signals, chunk):
             stop = min(start + chunk, num_signals)
-            mix[start:stop], tgt[start:stop] = generate(spec, stop - start, rng)
+            mix[start:stop], tgt[start:stop], noise[start:stop] = generate(spec, stop - start, rng)
             bar.update(stop - start)
         bar.close()
 

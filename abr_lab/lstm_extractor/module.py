@@ -20,10 +20,11 @@ from torch import Tensor, nn
 
 from abr_lab.lstm_extractor.network import LSTMState, build_inputs, detach_state
 from abr_lab.metrics import WaveformMetrics
-from abr_lab.optim import warmup_cosine
+from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.registry import create_model
 
 Batch = dict[str, Tensor]
+LR_PARTS = ("lstm", "head")
 
 
 class ExtractionMetrics(nn.Module):
@@ -65,7 +66,8 @@ class LSTMExtractorModule(L.LightningModule):
         freqs: the data's frequencies in Hz (their number sets the condition width; names the metrics).
         fs: the data's sampling rate in Hz (turns `settle_s` into steps, labels the figures).
         lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
+        lr_multipliers: a factor on `lr` per part (``lstm``, ``head``); 1 where not given.
+        weight_decay: AdamW weight decay of the weight matrices (not of biases).
         warmup_steps: linear warm-up, in batches (the rate changes once per batch, not per chunk), before the
             cosine decay.
         min_lr_ratio: floor of the cosine decay as a fraction of `lr`.
@@ -86,6 +88,7 @@ class LSTMExtractorModule(L.LightningModule):
         freqs: Sequence[float] = (1.0, 3.0, 5.0, 7.0),
         fs: float = 1000.0,
         lr: float = 3e-3,
+        lr_multipliers: dict[str, float] | None = None,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.05,
@@ -143,7 +146,15 @@ class LSTMExtractorModule(L.LightningModule):
         return self.net(build_inputs(batch["mixture"], batch["condition"]))[0]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        groups = parameter_groups(
+            self.net,
+            lambda name, _: "head" if name.startswith("head.") else "lstm",
+            LR_PARTS,
+            self.hparams.lr,
+            self.hparams.weight_decay,
+            self.hparams.lr_multipliers,
+        )
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         # stepped once per batch of signals (all chunks of a batch share one rate)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.hparams.warmup_steps, total // 2)

@@ -104,7 +104,8 @@ class ABRMetrics(Metric):
 
     `compute()` returns a flat dict of float tensors: ``class/macro_f1``, ``class/accuracy``,
     ``class/balanced_accuracy``, ``class/f1_<name lowercase>`` per class seen in targets or predictions,
-    ``class/recall_<name lowercase>`` per class present in the targets (recall is undefined for the others); per wave
+    ``class/recall_<name lowercase>`` per class present in the targets (recall is undefined for the others),
+    ``class/pred_share_<name lowercase>`` per class, the share of predictions that name it (a collapse shows); per wave
     ``w`` ``peaks/latency_r2_<w>``, ``peaks/latency_mae_<w>`` (ms), ``peaks/amplitude_r2_<w>``,
     ``peaks/amplitude_mae_<w>`` (µV) for waves with a present peak, ``peaks/presence_f1_<w>`` once presence was given
     (left out while F1 is undefined: no true and no predicted presence); ``threshold/r2``, ``threshold/mae`` (dB) and
@@ -203,6 +204,9 @@ class ABRMetrics(Metric):
             ):
                 if has_support:
                     out[f"class/recall_{name.lower()}"] = recall
+            shares = self.confmat.sum(0).double() / self.confmat.sum()
+            for name, share in zip(self.class_names, shares, strict=True):
+                out[f"class/pred_share_{name.lower()}"] = share.float()
         peak = regression_scores(self.peak_stats)  # each (W, 2)
         for i, wave in enumerate(self.wave_names):
             for j, field in enumerate(PEAK_KEYS):

@@ -38,7 +38,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
+from abr_lab.data.shared import SharedValues
 from abr_lab.optimized_unet.generator import SimulatorSpec, simulated_path, write_simulation
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords, read_abr_file
 
@@ -133,7 +135,11 @@ class Augmentation:
 
 
 class ABRDataset(Dataset):
-    """Recordings of one split; normalises on access so a normalisation restored from a checkpoint applies."""
+    """Recordings of one split; normalises on access so a normalisation restored from a checkpoint applies.
+
+    The augmentation's probability and the low end of its SNR range are `live` values in shared memory: a
+    curriculum may change them during training and DataLoader workers see the change.
+    """
 
     def __init__(
         self, records: ABRRecords, rows: np.ndarray, norm: Normalization, augment: Augmentation | None = None
@@ -148,6 +154,10 @@ class ABRDataset(Dataset):
         self.fs_hz, self.onset_ms = records.fs_hz, records.onset_ms
         self.index = torch.as_tensor(rows, dtype=torch.long)  # (n,) rows in the file
         self.augment = augment if augment is not None and augment.enabled else None
+        snr_low = 0.0 if augment is None or augment.noise_snr_db is None else augment.noise_snr_db[0]
+        self.live = SharedValues(
+            probability=0.0 if self.augment is None else self.augment.probability, noise_snr_db=snr_low
+        )
         self.set_normalization(norm)
 
     def set_normalization(self, norm: Normalization) -> None:
@@ -183,11 +193,12 @@ class ABRDataset(Dataset):
     ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
         aug = self.augment
         assert aug is not None
-        if aug.scale > 0 and torch.rand(()) < aug.probability:
+        probability = self.live["probability"]
+        if aug.scale > 0 and torch.rand(()) < probability:
             factor = 1.0 + (2 * torch.rand(()) - 1) * aug.scale
             signal, peaks[:, 1] = signal * factor, peaks[:, 1] * factor
             clean = None if clean is None else clean * factor
-        if aug.shift_ms > 0 and torch.rand(()) < aug.probability:
+        if aug.shift_ms > 0 and torch.rand(()) < probability:
             max_shift = int(aug.shift_ms * self.fs_hz / 1000.0)
             k = int(torch.randint(-max_shift, max_shift + 1, ()))
             signal = shift(signal, k)
@@ -197,9 +208,9 @@ class ABRDataset(Dataset):
             inside = (peaks[:, 0] >= self.onset_ms) & (peaks[:, 0] < end_ms)
             peaks[~(mask & inside)] = 0.0
             mask = mask & inside
-        if aug.noise_snr_db is not None and torch.rand(()) < aug.probability:
+        if aug.noise_snr_db is not None and torch.rand(()) < probability:
             lo, hi = aug.noise_snr_db
-            snr_db = lo + (hi - lo) * torch.rand(())
+            snr_db = self.live["noise_snr_db"] + (hi - lo) * torch.rand(())  # the range keeps its width
             power = (clean if clean is not None else signal).pow(2).mean()
             signal = signal + torch.randn_like(signal) * torch.sqrt(power / 10 ** (snr_db / 10))
         return signal, clean, peaks, mask
@@ -344,6 +355,19 @@ class ABRDataModule(L.LightningDataModule):
         weights = np.zeros_like(counts)
         weights[present] = counts.sum() / (present.sum() * counts[present])
         return torch.tensor(weights, dtype=torch.float32)
+
+    def curriculum_knobs(self) -> dict[str, Knob]:
+        """Training-data difficulty, when the augmentation uses it: ``data.augment_probability`` (each transform's
+        chance) and ``data.noise_snr_db`` (the low end of the added noise's SNR range; the range keeps its width)."""
+        if "train" not in self.datasets:
+            raise RuntimeError(f"{type(self).__name__}.curriculum_knobs: call setup('fit') first")
+        dataset = self.datasets["train"]
+        knobs: dict[str, Knob] = {}
+        if dataset.augment is not None:
+            knobs["data.augment_probability"] = dataset.live.knob("probability", low=0.0, high=1.0)
+            if dataset.augment.noise_snr_db is not None:
+                knobs["data.noise_snr_db"] = dataset.live.knob("noise_snr_db")
+        return knobs
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]

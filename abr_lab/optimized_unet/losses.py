@@ -164,7 +164,7 @@ class ABRLoss(nn.Module):
             raise ValueError(f"loss.huber_delta must be > 0, got {huber_delta!r}")
         if not focal_gamma >= 0:
             raise ValueError(f"loss.focal_gamma must be >= 0, got {focal_gamma!r}")
-        # A plain dict, read at every call: a curriculum may change it during training.
+        # The configured weights: the objective validation measures (training may pass a curriculum's instead).
         self.weights: dict[str, float] = {task: float(weights[task]) for task in TASKS}
         self.regression = regression
         self.huber_delta = float(huber_delta)
@@ -209,14 +209,20 @@ class ABRLoss(nn.Module):
             return huber(mean, goal, mask, delta=self.huber_delta)
         return gaussian_nll(mean, _require(pred, f"{task}_log_sigma", "pred"), goal, mask)
 
-    def forward(self, pred: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return (weighted total, {task: unweighted scalar loss}); see the class docstring for the inputs."""
+    def forward(
+        self, pred: Mapping[str, Tensor], target: Mapping[str, Tensor], weights: Mapping[str, float] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return (weighted total, {task: unweighted scalar loss}); see the class docstring for the inputs.
+
+        `weights` replaces the configured weights for this call (a curriculum's training weights; validation keeps
+        the configured ones, so its loss measures one objective all run long)."""
+        weights = self.weights if weights is None else weights
         signal = _require(pred, "signal", "pred")  # (B, 1, T)
         signal_target = _require(target, "signal", "target")  # (B, 1, T)
         peak_mask = _require(target, "peak_mask", "target").bool()  # (B, W)
 
         parts: dict[str, Tensor] = {"signal": F.mse_loss(signal, signal_target)}
-        if self.weights["spectral"] != 0:
+        if weights["spectral"] != 0:
             parts["spectral"] = spectral_loss(signal, signal_target)
         presence = _require(pred, "presence", "pred")  # (B, W) logits
         parts["presence"] = F.binary_cross_entropy_with_logits(presence, peak_mask.to(presence.dtype))
@@ -228,6 +234,6 @@ class ABRLoss(nn.Module):
         )
         parts["threshold"] = self._regress(pred, target, "threshold", None)
 
-        terms = [self.weights[task] * loss for task, loss in parts.items() if self.weights[task] != 0]
+        terms = [weights[task] * loss for task, loss in parts.items() if weights[task] != 0]
         total = sum(terms[1:], terms[0]) if terms else parts["signal"] * 0.0
         return total, parts

@@ -21,11 +21,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from abr_lab.curriculum import Knob
+from abr_lab.layers import AttentionSkipFusion, MultiScaleAttention, TransformerBlock
 from abr_lab.metrics import ABRMetrics, ReconstructionMetrics
-from abr_lab.optim import warmup_cosine
+from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.optimized_unet import network  # noqa: F401  (registers the variants)
 from abr_lab.optimized_unet.figures import confusion_figure
 from abr_lab.optimized_unet.losses import ABRLoss
@@ -34,6 +35,18 @@ from abr_lab.registry import create_model
 
 Batch = dict[str, Tensor]
 CLASS_WEIGHTING = ("inverse", "sqrt_inverse", "none")
+LR_PARTS = ("trunk", "transformer", "ssm", "heads")
+ATTENTION_LAYERS = (TransformerBlock, AttentionSkipFusion, MultiScaleAttention, nn.MultiheadAttention)
+# which head each loss term trains (the peak head serves presence, latency and amplitude)
+HEAD_OF_TASK = {
+    "signal": "signal",
+    "spectral": "signal",
+    "presence": "peaks",
+    "latency": "peaks",
+    "amplitude": "peaks",
+    "class": "class",
+    "threshold": "threshold",
+}
 
 
 class OptimizedUNetModule(L.LightningModule):
@@ -48,9 +61,12 @@ class OptimizedUNetModule(L.LightningModule):
             (`ABRLoss.from_config`) and ``class_weights``: ``inverse`` class frequency of the train split (every
             class counts alike: recall of the rare classes first), ``sqrt_inverse`` (its square root, normalised
             the same way: the compromise between recall and precision that macro-F1 rewards) or ``none``.
-        lr: peak AdamW learning rate (the S4D parameters A and Δ use `ssm_lr` and no weight decay, as in S4D).
-        ssm_lr: learning rate of the S4D A and Δ parameters.
-        weight_decay: AdamW weight decay of the other matrices (not of norms and biases).
+        lr: peak AdamW learning rate.
+        lr_multipliers: per part of the network, a factor on `lr` (`LR_PARTS`): ``transformer`` (transformer
+            blocks, attention skip fusion, multi-scale and cross-task attention), ``ssm`` (the S4D A and Δ
+            parameters, which never decay, as in S4D), ``heads`` (the output heads) and ``trunk`` (everything
+            else); 1 where not given.
+        weight_decay: AdamW weight decay of the matrices (not of norms, biases and the S4D A and Δ).
         warmup_steps: linear warm-up in optimiser steps, then cosine decay to `min_lr_ratio` × lr.
         min_lr_ratio: floor of the cosine decay.
         figure_every_n_epochs: the confusion matrix goes to TensorBoard every n validation epochs (0 = never).
@@ -63,7 +79,7 @@ class OptimizedUNetModule(L.LightningModule):
         signal_length: int = 300,
         loss: dict[str, Any] | None = None,
         lr: float = 2e-3,
-        ssm_lr: float = 1e-3,
+        lr_multipliers: dict[str, float] | None = None,
         weight_decay: float = 0.01,
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.02,
@@ -76,6 +92,9 @@ class OptimizedUNetModule(L.LightningModule):
         if self.class_weighting not in CLASS_WEIGHTING:
             raise ValueError(f"loss.class_weights={self.class_weighting!r}: choose one of {list(CLASS_WEIGHTING)}")
         self.loss_fn = ABRLoss.from_config(loss_cfg)
+        # the weights training uses: the configured ones unless a curriculum sets them (`curriculum_knobs`)
+        self.train_weights: dict[str, float] = dict(self.loss_fn.weights)
+        self.task_losses: dict[str, Tensor] = {}  # the last training step's weighted task losses (`abr_lab.health`)
         self.net = create_model(arch, signal_length=signal_length, **(arch_kwargs or {}))
         w = len(WAVES)
         # train-split statistics (DataModule `Normalization`), set in `setup`, restored from checkpoints
@@ -184,13 +203,17 @@ class OptimizedUNetModule(L.LightningModule):
     def forward(self, signal: Tensor, static: Tensor) -> dict[str, Tensor]:
         return self.net(signal, static)
 
-    def step_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    def step_loss(
+        self, batch: Batch, weights: Mapping[str, float] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Total loss (under `weights`, else the configured ones), unweighted task losses, network outputs."""
         out = self.net(batch["signal"], batch["static"])
-        total, parts = self.loss_fn(self.standardise(out), self.targets(batch))
+        total, parts = self.loss_fn(self.standardise(out), self.targets(batch), weights)
         return total, parts, out
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        total, parts, _ = self.step_loss(batch)
+        total, parts, _ = self.step_loss(batch, self.train_weights)
+        self.task_losses = {k: self.train_weights[k] * v for k, v in parts.items() if self.train_weights[k] > 0}
         b = batch["label"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=b)
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=b)
@@ -239,11 +262,8 @@ class OptimizedUNetModule(L.LightningModule):
         values = self.metrics[stage].compute()
         values.update({f"signal/{k}": v for k, v in self.signal_metrics[stage].compute().items()})
         confusion = self.metrics[stage].confusion()
-        for key, value in values.items():
-            if torch.isfinite(value):
-                self.log(f"{stage}/{key}", value, prog_bar=key == "class/macro_f1")
-            else:  # an undefined metric is skipped, never logged as NaN
-                rank_zero_warn(f"{stage}/{key} is not finite ({float(value)}) at epoch {self.current_epoch}: skipped")
+        for key, value in values.items():  # undefined metrics are left out; a NaN here is real (`abr_lab.health`)
+            self.log(f"{stage}/{key}", value, prog_bar=key == "class/macro_f1")
         with torch.inference_mode(False):  # fresh states must not be inference tensors: fit may follow validate
             self.metrics[stage].reset()
             self.signal_metrics[stage].reset()
@@ -262,20 +282,26 @@ class OptimizedUNetModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         ssm = {id(p) for m in self.net.modules() if hasattr(m, "ssm_parameters") for p in m.ssm_parameters()}
-        decay, no_decay, ssm_params = [], [], []
-        for p in self.net.parameters():
-            if id(p) in ssm:
-                ssm_params.append(p)
-            elif p.ndim >= 2:
-                decay.append(p)
-            else:
-                no_decay.append(p)
-        groups = [
-            {"params": decay, "weight_decay": self.hparams.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-            {"params": ssm_params, "weight_decay": 0.0, "lr": self.hparams.ssm_lr},
-        ]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.hparams.lr)
+        attention = {id(p) for m in self.net.modules() if isinstance(m, ATTENTION_LAYERS) for p in m.parameters()}
+        heads = {id(p) for head in self.net.heads().values() for p in head.parameters()}
+
+        def part(name: str, param: nn.Parameter) -> str:
+            if id(param) in ssm:
+                return "ssm"
+            if id(param) in attention:
+                return "transformer"
+            return "heads" if id(param) in heads else "trunk"
+
+        groups = parameter_groups(
+            self.net,
+            part,
+            LR_PARTS,
+            self.hparams.lr,
+            self.hparams.weight_decay,
+            self.hparams.lr_multipliers,
+            no_decay=("ssm",),
+        )
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = warmup_cosine(
             optimizer, min(self.hparams.warmup_steps, total // 2), total, self.hparams.min_lr_ratio
@@ -302,6 +328,33 @@ class OptimizedUNetModule(L.LightningModule):
             "threshold_db": float(pred["threshold_pred"].mean()),
             "signal": pred["signal_pred"].cpu().numpy(),
         }
+
+    # ----------------------------------------------------------------------------------------------------------
+    # curriculum and health monitoring
+
+    def curriculum_knobs(self) -> dict[str, Knob]:
+        """``transformer_gate`` in [0, 1] and ``loss.<task>``, the weight training gives each task (>= 0)."""
+        net = self.net  # the gate is read through it at each call: moving the module to a device replaces buffers
+        knobs = {
+            "transformer_gate": Knob(
+                lambda: float(net.transformer_gate), lambda v: net.transformer_gate.fill_(v), 0.0, 1.0
+            )
+        }
+        for task in self.train_weights:
+            knobs[f"loss.{task}"] = Knob(
+                lambda t=task: self.train_weights[t], lambda v, t=task: self.train_weights.update({t: v}), 0.0
+            )
+        return knobs
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trunk every task's gradient flows through: all but the task extractors and the heads."""
+        own = {id(p) for m in (self.net.extractors, *self.net.heads().values()) for p in m.parameters()}
+        return [p for p in self.net.parameters() if id(p) not in own]
+
+    def task_heads(self) -> dict[str, nn.Module]:
+        """The heads of the tasks training gives a weight > 0 (a head of an unweighted task gets no gradient)."""
+        active = {HEAD_OF_TASK[t] for t, w in self.train_weights.items() if w > 0}
+        return {name: head for name, head in self.net.heads().items() if name in active}
 
 
 def class_weights(inverse: Tensor, weighting: str) -> Tensor:

@@ -37,6 +37,7 @@ from abr_lab.layers import (
     ConcatSkipFusion,
     FiLM,
     MultiScaleAttention,
+    ProbedAttention,
     ResCNNStack,
     TransformerBlock,
 )
@@ -117,7 +118,7 @@ class EncoderLevel(nn.Module):
         self.down = nn.Conv1d(channels, channels, kernel_size=3, stride=2, padding=1)
         self.film = FiLM(channels, cond_dim)
 
-    def forward(self, x: Tensor, cond: Tensor, gate: float = 1.0) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, cond: Tensor, gate: float | Tensor = 1.0) -> tuple[Tensor, Tensor]:
         # x (B, C_in, L), cond (B, D)
         h = self.conv(x)  # (B, C, L)
         for block in self.transformers:
@@ -191,7 +192,7 @@ class DecoderLevel(nn.Module):
         self.fusion: nn.Module = AttentionSkipFusion(channels, heads) if attention_skip else ConcatSkipFusion(channels)
         self.film = FiLM(channels, cond_dim)
 
-    def forward(self, x: Tensor, skip: Tensor, cond: Tensor, gate: float = 1.0) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor, cond: Tensor, gate: float | Tensor = 1.0) -> Tensor:
         # x (B, C_in, L/2), skip (B, C, L)
         h = self.up(self.s4(x))[..., : skip.shape[-1]]  # (B, C, L): 2·ceil(L/2) >= L, cropped
         for block in self.transformers:
@@ -263,7 +264,7 @@ class TaskExtractors(nn.Module):
         self.threshold_proj = nn.Linear(3 * c + 3, c)
         self.task_embedding = nn.Parameter(torch.zeros(len(TASKS), c))
         self.cross_norm = nn.LayerNorm(c)
-        self.cross_attention = nn.MultiheadAttention(c, heads, batch_first=True)
+        self.cross_attention = ProbedAttention(c, heads, batch_first=True)
 
     def forward(self, full: Tensor, coarse: Tensor, bottleneck: Tensor, signal: Tensor) -> dict[str, Tensor]:
         # full (B, C, T), coarse (B, C, L0) decoder output, bottleneck (B, Cb, Lb), signal (B, 1, T) the recording
@@ -397,7 +398,9 @@ class OptimizedHierarchicalUNet(nn.Module):
         self.signal_length, self.num_classes, self.num_waves = signal_length, num_classes, num_waves
         self.stem_stride = stem_stride
         self.lengths = level_lengths(-(-signal_length // stem_stride), len(channels))
-        self.transformer_gate = 1.0  # scales every transformer branch; a curriculum may ramp it from 0
+        # scales every transformer block's residual branches (0 = S4 only); a curriculum may ramp it in from 0. A
+        # buffer, so a checkpoint evaluates with the gate it was trained under.
+        self.register_buffer("transformer_gate", torch.ones(()))
         top = channels[0]
         # where each patch's centre lies, as a fraction of the window: the peak head's time axis
         centres = torch.arange(self.lengths[0]) * stem_stride + (stem_stride - 1) / 2
@@ -486,6 +489,15 @@ class OptimizedHierarchicalUNet(nn.Module):
             "class": class_logits,
             "threshold": threshold,  # (B,)
             "threshold_log_sigma": threshold_log_sigma,  # (B,)
+        }
+
+    def heads(self) -> dict[str, nn.Module]:
+        """The output heads by task: signal, peaks (presence, latency, amplitude), class, threshold."""
+        return {
+            "signal": self.signal_head,
+            "peaks": self.peak_head,
+            "class": self.class_head,
+            "threshold": self.threshold_head,
         }
 
     def transformer_levels(self) -> dict[str, list[int]]:

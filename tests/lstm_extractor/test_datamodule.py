@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from abr_lab.data import DataFileError
 from abr_lab.lstm_extractor import SinusoidDataModule
@@ -63,3 +64,23 @@ def test_wrong_shape_is_an_error(tmp_path):
         f["targets"] = data[:, :2]
     with pytest.raises(DataFileError, match="'targets' has shape"):
         dm.setup("test")
+
+
+def test_noise_knob_rescales_the_training_noise_and_reaches_persistent_workers(tmp_path):
+    dm = make_dm(tmp_path, noise_std=0.1)
+    dm.prepare_data()
+    dm.setup("fit")
+    knob = dm.curriculum_knobs()["data.noise_std"]
+    train = dm.datasets["train"]
+    assert knob.get() == pytest.approx(0.1)
+    signal = torch.arange(len(train)) // train.num_freqs  # item -> its signal
+    clean = (train.mixture - 0.1 * train.noise)[signal]  # (items, t)
+
+    # persistent workers keep their own copy of the dataset for the whole run; the knob must still reach them
+    loader = DataLoader(train, batch_size=len(train), num_workers=2, persistent_workers=True)
+    for noise_std in (0.0, 0.5, 0.3):
+        knob.set(noise_std)  # between epochs, as the curriculum does
+        batch = next(iter(loader))
+        torch.testing.assert_close(batch["mixture"], clean + noise_std * train.noise[signal], atol=1e-5, rtol=0)
+    val = dm.datasets["val"]
+    torch.testing.assert_close(val[0]["mixture"], val.mixture[0])  # evaluation keeps the file's noise

@@ -12,7 +12,7 @@ from abr_lab.lstm_extractor.generator import SinusoidSpec, generate, split_path,
 
 def test_per_signal_components_mix_into_the_mixture():
     spec = SinusoidSpec(duration_s=2.0)
-    mixture, targets = generate(spec, 16, np.random.default_rng(0))
+    mixture, targets, _ = generate(spec, 16, np.random.default_rng(0))
     assert mixture.shape == (16, 2000) and targets.shape == (16, 4, 2000)
     assert mixture.dtype == targets.dtype == np.float32
     residual = mixture - targets.mean(axis=1)
@@ -23,7 +23,7 @@ def test_per_signal_components_mix_into_the_mixture():
 
 def test_per_step_targets_are_pure_sines():
     spec = SinusoidSpec(duration_s=1.0, noise_model="per_step", noise_std=0.0)
-    mixture, targets = generate(spec, 4, np.random.default_rng(0))
+    mixture, targets, _ = generate(spec, 4, np.random.default_rng(0))
     t = np.arange(1000) / 1000
     for k, f in enumerate(spec.freqs):
         np.testing.assert_allclose(targets[:, k], np.broadcast_to(np.sin(2 * np.pi * f * t), (4, 1000)), atol=1e-6)
@@ -33,7 +33,7 @@ def test_per_step_targets_are_pure_sines():
 @pytest.mark.parametrize("noise_model", ["per_signal", "per_step"])
 def test_spectral_peak_of_each_target_is_its_frequency(noise_model):
     spec = SinusoidSpec(noise_model=noise_model)
-    _, targets = generate(spec, 2, np.random.default_rng(1))
+    _, targets, _ = generate(spec, 2, np.random.default_rng(1))
     freqs_axis = np.fft.rfftfreq(spec.num_steps, 1 / spec.fs)
     for k, f in enumerate(spec.freqs):
         spectrum = np.abs(np.fft.rfft(targets[:, k], axis=-1)).mean(0)

@@ -150,6 +150,29 @@ def test_noise_augmentation_hits_the_requested_snr(sim_file: Path) -> None:
     assert 10 * torch.log10(clean_power / added.pow(2).mean()) == pytest.approx(10.0, abs=0.3)
 
 
+def test_curriculum_knobs_set_the_augmentation_snr_and_probability(sim_file: Path) -> None:
+    dm = make(sim_file, augment={"probability": 1.0, "noise_snr_db": [10.0, 10.0]})
+    knobs = dm.curriculum_knobs()
+    assert set(knobs) == {"data.augment_probability", "data.noise_snr_db"}
+    train = dm.datasets["train"]
+    row = int(torch.nonzero(train.peak_mask[:, 2])[0])
+    clean_power = (train.clean[row] / train.norm.signal_std).pow(2).mean()
+
+    def snr_db() -> float:
+        added = torch.stack([train[row]["signal"][0] for _ in range(200)]) - train.signal[row] / train.norm.signal_std
+        return float(10 * torch.log10(clean_power / added.pow(2).mean()))
+
+    knobs["data.noise_snr_db"].set(20.0)  # easier: the SNR range [10, 10] moves to [20, 20]
+    assert snr_db() == pytest.approx(20.0, abs=0.3)
+    knobs["data.augment_probability"].set(0.0)  # no augmentation at all
+    assert torch.equal(train[row]["signal"][0], train.signal[row] / train.norm.signal_std)
+
+
+def test_no_data_knob_without_the_augmentation_it_would_drive(sim_file: Path) -> None:
+    assert make(sim_file, augment={"probability": 0.0}).curriculum_knobs() == {}
+    assert set(make(sim_file, augment={"scale": 0.1}).curriculum_knobs()) == {"data.augment_probability"}
+
+
 def test_balanced_sampling_and_class_weights(sim_file: Path) -> None:
     records = simulate(SimulatorSpec(num_patients=80, seed=4)).records  # clinical prevalence: ~80 % normal
     path = write_abr_file(sim_file.parent / "clinical.h5", records, {}, source="simulator")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest.mock import PropertyMock, patch
 
 import lightning as L
 import numpy as np
@@ -165,7 +166,7 @@ def test_signal_length_must_match_the_data(tmp_path: Path) -> None:
 
 
 def test_train_py_runs_the_tiny_unet_and_logs_every_metric(tmp_path: Path) -> None:
-    cfg = compose_config(TINY_UNET, output_dir=tmp_path / "run", root_dir=tmp_path)
+    cfg = compose_config([*TINY_UNET, "curriculum=abr_staged"], output_dir=tmp_path / "run", root_dir=tmp_path)
     summary = train(cfg)
     test = summary["test"]
     for key in (
@@ -182,6 +183,7 @@ def test_train_py_runs_the_tiny_unet_and_logs_every_metric(tmp_path: Path) -> No
         "test/signal/corr",
         "test/signal/corr_response",
         "test/signal/snr_db",
+        "test/class/pred_share_normal",
     ):
         assert key in test, key
     assert all(np.isfinite(v) for v in test.values())
@@ -193,6 +195,13 @@ def test_train_py_runs_the_tiny_unet_and_logs_every_metric(tmp_path: Path) -> No
     events = [EventAccumulator(str(p.parent)).Reload() for p in (tmp_path / "run").rglob("events.out.tfevents.*")]
     images = {tag for ev in events for tag in ev.Tags()["images"]}
     assert {"val/confusion_matrix", "test/confusion_matrix", "val/waterfall"} <= images
+    # the staged curriculum starts with the transformers gated off; the health monitor and LR parts report
+    scalars = {tag: ev.Scalars(tag) for ev in events for tag in ev.Tags()["scalars"]}
+    assert [e.value for e in scalars["curriculum/transformer_gate"]] == [0.0]
+    assert [e.value for e in scalars["curriculum/loss.latency"]] == [1.0]
+    for tag in ("health/loss_share/latency", "health/grad_share/signal", "health/alerts", "lr-AdamW/transformer"):
+        assert tag in scalars, tag
+    assert any(tag.startswith("health/attention_entropy/") for tag in scalars)
 
 
 def test_class_weightings() -> None:
@@ -205,3 +214,72 @@ def test_class_weightings() -> None:
     assert (freq * root).sum().item() == pytest.approx(1.0)
     ratio = root[1] / root[0]
     assert ratio.item() == pytest.approx(10.0)  # sqrt(25 / 0.25)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# curriculum knobs, learning-rate parts, health-monitor API
+
+
+def test_a_loss_weight_knob_changes_training_but_not_validation(datamodule, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = make_module(datamodule, tmp_path=tmp_path).eval()
+    batch = first_batch(datamodule, 16)
+    knob = module.curriculum_knobs()["loss.latency"]
+    assert knob.get() == 3.0
+    with torch.no_grad():
+        before = module.training_step(batch, 0)
+        _, parts, _ = module.step_loss(batch)
+        knob.set(0.5)
+        after = module.training_step(batch, 0)
+        validation, _, _ = module.step_loss(batch)  # what validation computes: the configured weights
+    assert after.item() == pytest.approx(before.item() - 2.5 * parts["latency"].item(), rel=1e-5)
+    assert validation.item() == pytest.approx(before.item(), rel=1e-6)
+    assert module.loss_fn.weights["latency"] == 3.0
+    assert set(module.task_losses) == {t for t, w in module.train_weights.items() if w > 0}
+
+
+def test_the_gate_knob_at_zero_makes_the_output_independent_of_the_transformers(datamodule, tmp_path) -> None:
+    torch.manual_seed(0)
+    module = make_module(datamodule, tmp_path=tmp_path).eval()
+    batch = first_batch(datamodule, 4)
+    module.curriculum_knobs()["transformer_gate"].set(0.0)
+    with torch.no_grad():
+        gated = module(batch["signal"], batch["static"])["signal"]
+        for level in [*module.net.encoder, *module.net.decoder]:
+            for p in level.transformers.parameters():
+                p.add_(torch.randn_like(p))
+        assert torch.equal(module(batch["signal"], batch["static"])["signal"], gated)
+        module.curriculum_knobs()["transformer_gate"].set(1.0)
+        assert not torch.allclose(module(batch["signal"], batch["static"])["signal"], gated)
+    assert "net.transformer_gate" in module.state_dict()  # a checkpoint evaluates under the gate it was trained with
+
+
+def test_learning_rate_parts_cover_every_parameter_once(datamodule, tmp_path: Path) -> None:
+    module = make_module(datamodule, "model.lr_multipliers.transformer=0.1", tmp_path=tmp_path)
+    module.trainer = L.Trainer(max_epochs=1, logger=False, accelerator="cpu")
+    with patch.object(L.Trainer, "estimated_stepping_batches", new_callable=PropertyMock, return_value=10):
+        groups = module.configure_optimizers()["optimizer"].param_groups
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in module.net.parameters()) and len(ids) == len(set(ids))
+    lrs = {g["name"]: g["initial_lr"] for g in groups}  # "lr" is already under the warm-up
+    assert lrs["transformer"] == pytest.approx(2e-4) and lrs["trunk"] == pytest.approx(2e-3)
+    assert lrs["ssm/no_decay"] == pytest.approx(1e-3)
+    assert all(g["weight_decay"] == 0 for g in groups if g["name"].endswith("no_decay"))
+    attention = {id(p) for block in module.net.encoder[0].transformers for p in block.parameters()}
+    assert attention <= {id(p) for g in groups if g["name"].startswith("transformer") for p in g["params"]}
+
+
+def test_unknown_learning_rate_part_is_named(datamodule, tmp_path: Path) -> None:
+    module = make_module(datamodule, "+model.lr_multipliers.encoder=0.1", tmp_path=tmp_path)
+    with pytest.raises(ValueError, match="unknown part 'encoder'; known: trunk, transformer, ssm, heads"):
+        module.configure_optimizers()
+
+
+def test_heads_of_unweighted_tasks_are_not_watched(datamodule, tmp_path: Path) -> None:
+    module = make_module(datamodule, tmp_path=tmp_path)
+    assert set(module.task_heads()) == {"signal", "peaks", "class", "threshold"}
+    module.curriculum_knobs()["loss.class"].set(0.0)
+    assert set(module.task_heads()) == {"signal", "peaks", "threshold"}
+    shared = {id(p) for p in module.shared_parameters()}
+    heads = {id(p) for head in module.net.heads().values() for p in head.parameters()}
+    assert shared and not shared & heads

@@ -136,7 +136,7 @@ def test_transformer_gate_zero_removes_the_transformers() -> None:
     torch.manual_seed(0)
     net = OptimizedHierarchicalUNet(**TINY).eval()
     x, s = torch.randn(2, 1, 300), torch.randn(2, 4)
-    net.transformer_gate = 0.0
+    net.transformer_gate.fill_(0.0)
     gated = net(x, s)["signal"]
     for level in [*net.encoder, *net.decoder]:
         level.transformers = torch.nn.ModuleList()
