@@ -16,7 +16,9 @@ The origin project collapsed to one class while its report said "performance is 
 Checks on validation metrics, attention and dominance start after `warmup_epochs` and need `patience` epochs in a
 row; ``nonfinite`` and ``dead_head`` fire at once. Each alert goes to the console log, to TensorBoard (text
 ``health/alerts`` and the count ``health/alerts``) and to ``alerts.jsonl`` in `dirpath`, one JSON object per line.
-Kinds listed in `stop_on` also stop training (``trainer.should_stop``; the run still tests its best checkpoint).
+Kinds listed in `stop_on` also stop training (``trainer.should_stop``; the run still tests its best checkpoint). Under
+DDP every process stops when one does (the decision is reduced across processes where the checks run), so no process
+is left waiting in a collective for one that has stopped.
 
 What a LightningModule may offer (each optional; without it the matching check is skipped):
 
@@ -44,10 +46,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from abr_lab.layers import EntropyProbe
+from abr_lab.loggers import tensorboard_writers
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class HealthMonitor(Callback):
         self.entropy_low, self.entropy_high = entropy_low, entropy_high
         self.alerts: list[Alert] = []  # raised in this process (every rank checks; rank 0 writes)
         self.streaks: dict[str, int] = {}  # "<kind>:<subject>" -> epochs in a row the condition held
+        self._stop = False  # an alert of a `stop_on` kind was raised in this process
         self._reset_epoch()
 
     def _reset_epoch(self) -> None:
@@ -144,12 +147,12 @@ class HealthMonitor(Callback):
         alert = Alert(kind, subject, trainer.current_epoch, trainer.global_step, value, message)
         self.alerts.append(alert)
         if kind in self.stop_on:
-            trainer.should_stop = True
+            self._stop = True  # applied at the next `_apply_stop`, where every process decides together
         if not trainer.is_global_zero:
             return
         text = f"[health:{kind}] epoch {alert.epoch}, step {alert.step}: {message}"
         log.warning(text + (" (stopping)" if kind in self.stop_on else ""))
-        for writer in _tensorboard_writers(trainer):
+        for writer in tensorboard_writers(trainer.loggers):
             writer.add_text("health/alerts", text, global_step=trainer.global_step)
         path = (self.dirpath or Path(trainer.default_root_dir)) / "alerts.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,17 +198,36 @@ class HealthMonitor(Callback):
                 # magnitudes: a Gaussian NLL term goes negative once its σ is small
                 self._loss_sums[task] = self._loss_sums.get(task, 0.0) + value.detach().float().abs()
             self._loss_steps += 1
-        if self.interval and (batch_idx + 1) % self.interval == 0:
+        checkpoint = bool(self.interval) and (batch_idx + 1) % self.interval == 0
+        if checkpoint:
             self._check_loss(trainer)
+        self._apply_stop(trainer, collective=checkpoint)
 
     def _check_loss(self, trainer: L.Trainer) -> None:
-        if self._bad_loss is None:
-            return
-        bad, first = (float(x) for x in self._bad_loss.tolist())
-        if bad:
-            self.alert(
-                trainer, "nonfinite", "train/loss", math.nan, f"train/loss is not finite (first at step {first:.0f})"
-            )
+        """Alert if a training loss since the last check was not finite, in this process or (DDP) any other."""
+        flags = self._bad_loss  # (2,): [any non-finite, first step with one], or None before the first step
+        if trainer.world_size > 1:  # a collective: every process calls this at the same step
+            local = flags if flags is not None else torch.tensor([0.0, -1.0], device=trainer.strategy.root_device)
+            gathered = trainer.strategy.all_gather(local).reshape(-1, 2)  # (processes, 2)
+            bad = gathered[gathered[:, 0] > 0]  # (processes that saw one, 2)
+            flags = bad[bad[:, 1].argmin()] if len(bad) else None
+        if flags is not None:
+            bad, first = (float(x) for x in flags.tolist())
+            if bad:
+                message = f"train/loss is not finite (first at step {first:.0f})"
+                self.alert(trainer, "nonfinite", "train/loss", math.nan, message)
+
+    def _apply_stop(self, trainer: L.Trainer, collective: bool = True) -> None:
+        """Set `trainer.should_stop` once a stopping alert was raised. Under DDP only where every process calls this
+        (`collective`), with the decision reduced across processes, so that all stop after the same step."""
+        stop = self._stop
+        if trainer.world_size > 1:
+            if not collective:
+                return
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            self._stop = True
+            trainer.should_stop = True
 
     def _probe_step(self, trainer: L.Trainer) -> bool:
         return bool(self.interval) and trainer.training and trainer.global_step % self.interval == 0
@@ -232,6 +254,7 @@ class HealthMonitor(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_loss(trainer)
         self._check_metrics(trainer, prefix="train/")
+        self._apply_stop(trainer)
         scalars: dict[str, float] = {}
         if self._loss_steps:
             means = {task: float(total) / self._loss_steps for task, total in self._loss_sums.items()}
@@ -313,6 +336,7 @@ class HealthMonitor(Callback):
             )
         _log_scalars(trainer, {f"health/attention_entropy/{k}": v for k, v in self._entropy.items()})
         self._entropy = {}
+        self._apply_stop(trainer)
 
     def _check_metrics(self, trainer: L.Trainer, prefix: str) -> None:
         for name, value in _metrics(trainer, prefix).items():
@@ -357,10 +381,6 @@ def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
         if name.startswith(prefix) and (not isinstance(value, Tensor) or value.numel() == 1):
             out[name] = float(value)
     return out
-
-
-def _tensorboard_writers(trainer: L.Trainer) -> list[Any]:
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def _log_scalars(trainer: L.Trainer, scalars: dict[str, float]) -> None:

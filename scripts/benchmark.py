@@ -171,7 +171,7 @@ def bench_health(smoke: bool) -> dict[str, float]:
         optimizer.step()
 
     monitor = HealthMonitor(interval=interval)
-    trainer = SimpleNamespace(global_step=1)
+    trainer = SimpleNamespace(global_step=1, world_size=1)
     module.task_losses = {k: torch.tensor(1.0) for k in module.train_weights}
     loss_value = torch.tensor(1.0)
 

@@ -15,7 +15,8 @@ The healthy toy raises no alert at all; each `fault` breaks it in one way and th
   ``negative_r2``;
 - ``one_hot_attention``: query/key projections start 50x too large -> ``attention_collapse``;
 - ``dominant``: the regression loss is weighted 1e4 -> ``task_dominance`` (loss share and gradient share);
-- ``detached_head``: the class head's output is detached, so its parameters get no gradient -> ``dead_head``.
+- ``detached_head``: the class head's output is detached, so its parameters get no gradient -> ``dead_head``;
+- ``nan_loss_rank1``: as ``nan_loss``, but only in the second of two DDP processes -> both stop after the same step.
 
 Monitor settings are those of conf/callbacks/default.yaml (warm-up 1 epoch, patience 2, default thresholds) except
 `interval=1` (a toy epoch has only 16 steps; the default 100 would probe gradients once per run).
@@ -27,6 +28,8 @@ import csv
 import functools
 import json
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from abr_lab.health import HealthMonitor, receives_gradient, task_gradient_norms
 from abr_lab.layers import ProbedAttention, attention_entropy
 
+REPO = Path(__file__).resolve().parents[1]
 TOKENS, FEATURES, HEADS = 8, 8, 2
 CLASSES = ("a", "b", "c")
 NUM_TRAIN, NUM_VAL, BATCH_SIZE = 256, 128, 16
@@ -52,7 +56,7 @@ NAN_METRIC_EPOCH = 1
 # q/k projections at 2x PyTorch's default: attention starts slightly selective (entropy ~0.95 rather than ~0.996),
 # so a run whose encoder gets no gradient at all (`constant`) does not also stay "uniform".
 ATTENTION_SCALE = {"healthy": 2.0, "one_hot_attention": 50.0}
-FAULTS = ("nan_loss", "nan_metric", "constant", "one_hot_attention", "dominant", "detached_head")
+FAULTS = ("nan_loss", "nan_metric", "constant", "one_hot_attention", "dominant", "detached_head", "nan_loss_rank1")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,7 +144,8 @@ class ToyModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         self.task_losses, _, _ = self.losses(batch)
         loss = sum(self.task_losses.values())
-        if self.fault == "nan_loss" and self.global_step >= NAN_FROM_STEP:
+        nan_here = self.fault == "nan_loss" or (self.fault == "nan_loss_rank1" and self.global_rank == 1)
+        if nan_here and self.global_step >= NAN_FROM_STEP:
             loss = loss + torch.tensor(math.nan)  # NaN value, finite gradients
         self.log("train/loss", loss)
         return loss
@@ -414,3 +419,60 @@ def test_receives_gradient() -> None:
     assert not receives_gradient([head.weight])
     head.zero_grad(set_to_none=False)
     assert not receives_gradient(head.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# DDP: a stop decided in one process is taken by all
+
+
+class FinalStep(L.Callback):
+    """Writes each process's final global step to `rank<N>.json` in `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        (self.root / f"rank{trainer.global_rank}.json").write_text(json.dumps({"step": trainer.global_step}))
+
+
+class ToyData(L.LightningDataModule):
+    """The toy's loaders, made in each process (spawned processes would otherwise receive the tensors pickled)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return toy_loaders()[0]
+
+    def val_dataloader(self) -> DataLoader:
+        return toy_loaders()[1]
+
+
+def ddp_nan_run(root: str) -> None:
+    """The `nan_loss_rank1` toy on two spawned CPU processes (run in a subprocess by the test below)."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        logger=False,
+        callbacks=[make_monitor(Path(root)), FinalStep(Path(root))],
+        default_root_dir=root,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        max_epochs=EPOCHS,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(ToyModule("nan_loss_rank1"), datamodule=ToyData())
+
+
+def test_a_nan_loss_in_one_ddp_process_stops_every_process_after_the_same_step(tmp_path: Path) -> None:
+    # Without a shared decision the process that saw the NaN would stop alone and the other would wait forever in
+    # its next gradient all-reduce: the timeout turns such a hang into a failure.
+    code = f"from tests.test_health import ddp_nan_run; ddp_nan_run({str(tmp_path)!r})"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+    steps = {json.loads(p.read_text())["step"] for p in tmp_path.glob("rank*.json")}
+    assert len(list(tmp_path.glob("rank*.json"))) == 2
+    assert steps == {NAN_FROM_STEP + 1}  # both stopped after the first NaN step (interval=1)
+    records = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["subject"]) for r in records] == [("nonfinite", "train/loss")]  # rank 0 reports rank 1's
+    assert f"first at step {NAN_FROM_STEP})" in records[0]["message"]
