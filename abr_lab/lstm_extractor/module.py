@@ -14,10 +14,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from abr_lab.loggers import tensorboard_writers
 from abr_lab.lstm_extractor.network import LSTMState, build_inputs, detach_state
 from abr_lab.metrics import WaveformMetrics
 from abr_lab.optim import parameter_groups, warmup_cosine
@@ -189,7 +189,7 @@ class LSTMExtractorModule(L.LightningModule):
             self.log(key, value, prog_bar=key == f"{stage}/mse")
 
     def _log_figure(self, batch: Batch, pred: Tensor) -> None:
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        writers = tensorboard_writers(self.loggers)
         if not writers:
             return
         fig = extraction_figure(batch, pred, self.freqs, self.hparams.fs)

@@ -13,8 +13,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 
+from abr_lab.loggers import tensorboard_writers
 from abr_lab.optimized_unet.datamodule import SPLITS
 from abr_lab.optimized_unet.figures import default_title, pick_series, series_index, waterfall
 from abr_lab.optimized_unet.schema import ABRRecords
@@ -60,7 +60,7 @@ class WaterfallLogger(L.Callback):
         return f"{self.split}/{self.tag}"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        writers = _tensorboard_writers(trainer)
+        writers = tensorboard_writers(trainer.loggers)
         if not trainer.is_global_zero or not writers:
             return
         records, (patient_id, ear), _ = self._load(trainer)
@@ -70,7 +70,7 @@ class WaterfallLogger(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
             return
         predict = getattr(pl_module, "waterfall_predictions", None)
-        writers = _tensorboard_writers(trainer)
+        writers = tensorboard_writers(trainer.loggers)
         if not callable(predict) or not trainer.is_global_zero or not writers:
             return
         records, (patient_id, ear), index = self._load(trainer)
@@ -101,8 +101,3 @@ class WaterfallLogger(L.Callback):
         """Send `fig` to every writer; the last call closes it (a figure per epoch must not accumulate)."""
         for k, writer in enumerate(writers):
             writer.add_figure(self.full_tag, fig, global_step=step, close=k == len(writers) - 1)
-
-
-def _tensorboard_writers(trainer: L.Trainer) -> list[Any]:
-    """The `SummaryWriter` of every TensorBoard logger of `trainer` (empty when there is none)."""
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]

@@ -20,11 +20,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from abr_lab.curriculum import Knob
 from abr_lab.layers import AttentionSkipFusion, MultiScaleAttention, TransformerBlock
+from abr_lab.loggers import tensorboard_writers
 from abr_lab.metrics import ABRMetrics, ReconstructionMetrics
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.optimized_unet import network  # noqa: F401  (registers the variants)
@@ -270,7 +270,7 @@ class OptimizedUNetModule(L.LightningModule):
         return confusion
 
     def _log_confusion(self, confusion: Tensor, tag: str = "val/confusion_matrix") -> None:
-        writers = [lg.experiment for lg in self.loggers if isinstance(lg, TensorBoardLogger)]
+        writers = tensorboard_writers(self.loggers)
         if not writers or not self.trainer.is_global_zero or int(confusion.sum()) == 0:
             return
         fig = confusion_figure(confusion.cpu().numpy(), CLASS_NAMES, title=f"{tag}, epoch {self.current_epoch}")
