@@ -195,22 +195,25 @@ def make_monitor(dirpath: Path, **overrides: Any) -> HealthMonitor:
     return HealthMonitor(dirpath=str(dirpath), **settings)
 
 
-def fit(
-    model: L.LightningModule, monitor: HealthMonitor, root: Path, epochs: int = EPOCHS, logger: Any = False
-) -> L.Trainer:
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=logger,
-        callbacks=[monitor],
+def toy_trainer(root: Path, callbacks: list[L.Callback], epochs: int = EPOCHS, **settings: Any) -> L.Trainer:
+    """A quiet CPU trainer for the toy (one process unless `settings` say otherwise)."""
+    defaults: dict[str, Any] = {"accelerator": "cpu", "devices": 1, "logger": False}
+    return L.Trainer(
+        **{**defaults, **settings},
+        callbacks=callbacks,
         default_root_dir=root,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         max_epochs=epochs,
         num_sanity_val_steps=0,
-        log_every_n_steps=1,
     )
+
+
+def fit(
+    model: L.LightningModule, monitor: HealthMonitor, root: Path, epochs: int = EPOCHS, logger: Any = False
+) -> L.Trainer:
+    trainer = toy_trainer(root, [monitor], epochs, logger=logger, log_every_n_steps=1)
     trainer.fit(model, *toy_loaders())
     return trainer
 
@@ -449,19 +452,8 @@ def ddp_nan_run(root: str) -> None:
     """The `nan_loss_rank1` toy on two spawned CPU processes (run in a subprocess by the test below)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp_spawn",
-        logger=False,
-        callbacks=[make_monitor(Path(root)), FinalStep(Path(root))],
-        default_root_dir=root,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        max_epochs=EPOCHS,
-        num_sanity_val_steps=0,
-    )
+    monitor, final_step = make_monitor(Path(root)), FinalStep(Path(root))
+    trainer = toy_trainer(Path(root), [monitor, final_step], devices=2, strategy="ddp_spawn")
     trainer.fit(ToyModule("nan_loss_rank1"), datamodule=ToyData())
 
 
