@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup train test lint format quality quality-lstm quality-unet bench clean
+.PHONY: setup train test lint format quality quality-lstm quality-unet quality-rawnet2 bench clean
 
 setup: $(STAMP)
 
@@ -32,13 +32,16 @@ format: $(STAMP)
 
 # Real training of each landed family's default recipe, printed beside its baselines. Not part of `make test`.
 # One family: `make quality-unet ARGS="experiment=unet_full"` (ARGS are that family's Hydra overrides).
-quality: quality-lstm quality-unet
+quality: quality-lstm quality-unet quality-rawnet2
 
 quality-lstm: $(STAMP)
 	$(BIN)/python scripts/quality_lstm.py $(ARGS)
 
 quality-unet: $(STAMP)
 	$(BIN)/python scripts/quality_unet.py $(ARGS)
+
+quality-rawnet2: $(STAMP)
+	$(BIN)/python scripts/quality_rawnet2.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)

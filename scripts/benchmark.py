@@ -1,6 +1,6 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py [lstm] [unet] [health] [--smoke] [--out benchmarks/results.json]
+    python scripts/benchmark.py [lstm] [unet] [health] [rawnet2] [--smoke] [--out benchmarks/results.json]
 
 lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
 streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
@@ -12,6 +12,12 @@ health: the health monitor's cost on the U-Net's default recipe (CPU variant, ba
 seconds of a plain training step, of a step with a gradient probe (one extra backward per task for the gradient
 shares, plus the dead-head check), of the per-step bookkeeping, and the overhead at the default interval
 (conf/callbacks/default.yaml) as a share of step time: (probe extra / interval + bookkeeping) / step.
+rawnet2: parameters and seconds per training batch (forward, backward, Adam; batch 8 of 64,600 samples) of
+rawnet2 and rawnet2_lite (seed stem and strided stem); the sinc front end with its filters built once (the fixed
+buffer) against rebuilding them every forward pass (what the learnable option must do, and what the seed did for
+fixed ones); and the activation memory a training step keeps for backward per 64,600-sample clip in fp32 (the bytes
+of the tensors autograd saves, counted by a saved-tensors hook) of rawnet2_lite at stem stride 1 and 4, and of
+rawnet2.
 Medians over repeats after a warm-up.
 """
 
@@ -31,9 +37,11 @@ import lightning
 import torch
 
 from abr_lab.atomic import atomic_write_text
+from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
 from abr_lab.lstm_extractor.network import build_inputs
 from abr_lab.optimized_unet.network import OptimizedHierarchicalUNet
+from abr_lab.rawnet2 import network as _rawnet2_variants  # noqa: F401  registers rawnet2, rawnet2_lite, _tiny
 from abr_lab.registry import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,7 +200,62 @@ def bench_health(smoke: bool) -> dict[str, float]:
     }
 
 
-BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet, "health": bench_health}
+def saved_activation_bytes(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the tensors autograd keeps for backward in one forward pass (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    parameters = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x)
+    return sum(n for ptr, n in storages.items() if ptr not in parameters)
+
+
+def train_seconds(net: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median seconds of one training batch of the anti-spoofing networks: forward, cross-entropy, backward, Adam."""
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+    labels = torch.arange(len(x)) % 2
+
+    def update() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x), labels).backward()
+        optimizer.step()
+
+    return median_seconds(update, repeats)
+
+
+def bench_rawnet2(smoke: bool) -> dict[str, float]:
+    """Training cost and activation memory of the RawNet2 networks; fixed vs rebuilt sinc filters."""
+    batch, samples, repeats = (2, 4000, 1) if smoke else (8, 64_600, 3)
+    networks = {
+        "rawnet2": ("rawnet2_tiny", {}) if smoke else ("rawnet2", {}),
+        "rawnet2_lite": ("rawnet2_lite", {}),
+        "rawnet2_lite_stride4": ("rawnet2_lite", {"stem_kernel": 8, "stem_stride": 4}),
+    }
+    out: dict[str, float] = {"batch_size": batch, "clip_samples": samples}
+    x = torch.randn(batch, samples)
+    for key, (name, kwargs) in networks.items():
+        torch.manual_seed(0)
+        net = create_model(name, **kwargs).train()
+        out[f"{key}_parameters"] = float(sum(p.numel() for p in net.parameters()))
+        out[f"{key}_train_s_per_batch{batch}"] = train_seconds(net, x, repeats)
+        out[f"{key}_activation_mb_per_clip"] = saved_activation_bytes(net, x[:1]) / 2**20
+
+    fixed = SincFilterbank(20, 1024, sample_rate=16_000)
+    rebuilt = SincFilterbank(20, 1024, sample_rate=16_000, learnable=True)
+    audio = x[:, None, :]  # (b, 1, t)
+    with torch.inference_mode():
+        out["sinc_fixed_forward_s"] = median_seconds(lambda: fixed(audio), repeats)
+        out["sinc_rebuilt_forward_s"] = median_seconds(lambda: rebuilt(audio), repeats)
+        out["sinc_build_filters_s"] = median_seconds(rebuilt.kernels, repeats)
+    return out
+
+
+BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet, "health": bench_health, "rawnet2": bench_rawnet2}
 
 
 def environment() -> dict[str, object]:

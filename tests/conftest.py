@@ -26,6 +26,22 @@ TINY_LSTM = [
     "trainer.log_every_n_steps=1",
 ]
 
+# Tiny anti-spoofing task: 0.2-0.3 s utterances, 4,000-sample clips, the few-thousand-parameter RawNet2.
+TINY_SPOOF = [
+    "model=rawnet2",
+    "model.arch=rawnet2_tiny",
+    "data.num_train=20",
+    "data.num_val=10",
+    "data.num_test=20",
+    "data.min_seconds=0.2",
+    "data.max_seconds=0.3",
+    "data.clip_samples=4000",
+    "data.batch_size=10",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+]
+
 
 @pytest.fixture
 def tiny_cfg(tmp_path: Path):

@@ -63,6 +63,17 @@ def test_health_benchmark_smoke_writes_every_field(tmp_path):
     assert results["overhead_share"] >= 0
 
 
+def test_rawnet2_benchmark_smoke_writes_every_field(tmp_path):
+    results = load("benchmark").main(["rawnet2", "--smoke", "--out", str(tmp_path / "results.json")])["rawnet2"]
+    for net in ("rawnet2", "rawnet2_lite", "rawnet2_lite_stride4"):
+        for field in ("parameters", "train_s_per_batch2", "activation_mb_per_clip"):
+            assert results[f"{net}_{field}"] > 0, (net, field)  # no timing asserted: fields only
+    for key in ("sinc_fixed_forward_s", "sinc_rebuilt_forward_s", "sinc_build_filters_s"):
+        assert results[key] > 0, key
+    # memory is no timing: the strided stem keeps less for backward than the seed's full-rate stem
+    assert results["rawnet2_lite_stride4_activation_mb_per_clip"] < results["rawnet2_lite_activation_mb_per_clip"]
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))

@@ -1,0 +1,163 @@
+"""LightningModule of the anti-spoofing family: weighted cross-entropy on logits, challenge metrics, DET curves.
+
+The score of a clip is the log-odds of bona fide (`bonafide_score`); EER, min t-DCF and AUROC are computed from the
+scores of the whole split (every process's, under DDP), as the ASVspoof challenges define them
+(`abr_lab.metrics.spoof`). The test split adds the EER of every attack, and the EER and min t-DCF of bona fide
+against the attacks training never saw (``test/eer_unseen``), the figure the family's quality bar is set on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from abr_lab.loggers import tensorboard_writers
+from abr_lab.metrics.spoof import SpoofMetrics, det_figure
+from abr_lab.optim import parameter_groups
+from abr_lab.rawnet2 import network  # noqa: F401  (registers the variants)
+from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, bonafide_score
+from abr_lab.registry import create_model
+
+Batch = dict[str, Tensor]
+LR_PARTS = ("front", "gru", "head")
+
+
+def lr_part(name: str) -> str:
+    """Which part of `LR_PARTS` a network parameter belongs to: the GRU, the FC head, or the front end before."""
+    if name.startswith("gru."):
+        return "gru"
+    if name.startswith(("fc1.", "fc2.")):
+        return "head"
+    return "front"
+
+
+class RawNet2Module(L.LightningModule):
+    """Trains a registered `rawnet2*` variant to tell bona fide audio (class 1) from spoofs (class 0).
+
+    Args:
+        arch: registered variant (`abr_lab.registry.list_models("rawnet2")`).
+        arch_kwargs: overrides of the variant (e.g. ``{"sinc_learnable": true}``).
+        lr: Adam learning rate (the reference: 1e-4, constant).
+        weight_decay: Adam's L2 penalty on the weight matrices (the reference: 1e-4; norms and biases are exempt).
+        lr_multipliers: factors on `lr` per part (``front``, ``gru``, ``head``); 1 where not given.
+        class_weights: cross-entropy weights of (spoof, bona fide); the reference's (0.1, 0.9) offsets the
+            ~9 : 1 spoof : bona fide ratio of ASVspoof 2019 LA training data.
+        figure_every_n_epochs: a DET curve of the validation split goes to TensorBoard every n epochs (0 = never).
+    """
+
+    def __init__(
+        self,
+        arch: str = "rawnet2",
+        arch_kwargs: dict[str, Any] | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_multipliers: dict[str, float] | None = None,
+        class_weights: Sequence[float] = (0.1, 0.9),
+        figure_every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        if len(class_weights) != len(CLASS_NAMES) or min(class_weights) < 0 or sum(class_weights) <= 0:
+            raise ValueError(f"class_weights={list(class_weights)}: need two non-negative weights (spoof, bonafide)")
+        self.save_hyperparameters()
+        self.net = create_model(arch, **(arch_kwargs or {}))
+        self.register_buffer("class_weights", torch.tensor([float(w) for w in class_weights]), persistent=False)
+        self.attack_ids: tuple[str, ...] = ()
+        self.unseen: tuple[int, ...] = ()  # attack indices training never saw
+        self.metrics = nn.ModuleDict()
+
+    def setup(self, stage: str) -> None:
+        """Name the attacks after the DataModule's table and build the metrics of each stage."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        attack_ids = tuple(getattr(datamodule, "attack_ids", ())) or ("-", *(f"attack{i}" for i in range(1, 100)))
+        unseen = tuple(getattr(datamodule, "unseen_attacks", ()))
+        if attack_ids == self.attack_ids and len(self.metrics):
+            return
+        self.attack_ids = attack_ids
+        self.unseen = tuple(attack_ids.index(a) for a in unseen)
+        self.metrics = nn.ModuleDict(
+            {
+                "val": SpoofMetrics(attack_ids),
+                "test": SpoofMetrics(attack_ids, per_attack=True),
+                "test_unseen": SpoofMetrics(attack_ids),
+            }
+        ).to(self.device)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """(b, t) waveforms -> (b, 2) logits."""
+        return self.net(audio)
+
+    def score(self, audio: Tensor) -> Tensor:
+        """(b, t) waveforms -> (b,) bona fide log-odds."""
+        return bonafide_score(self.net(audio))
+
+    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits = self.net(batch["audio"])  # (b, 2)
+        loss = self.loss(logits, batch["label"])
+        accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log("train/accuracy", accuracy, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        scores = self._evaluate(batch, "test")
+        keep = (batch["label"] == BONAFIDE) | torch.isin(batch["attack"], batch["attack"].new_tensor(self.unseen))
+        if self.unseen and keep.any():
+            self.metrics["test_unseen"].update(scores[keep], batch["label"][keep], batch["attack"][keep])
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self.score(batch["audio"])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = parameter_groups(
+            self.net,
+            lambda name, _: lr_part(name),
+            LR_PARTS,
+            self.hparams.lr,
+            self.hparams.weight_decay,
+            self.hparams.lr_multipliers,
+        )
+        return torch.optim.Adam(groups, lr=self.hparams.lr)
+
+    def on_validation_epoch_end(self) -> None:
+        every = self.hparams.figure_every_n_epochs
+        self._log_metrics("val", figure=bool(every) and self.current_epoch % every == 0)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", figure=True)
+        if self.unseen:
+            values = self.metrics["test_unseen"].compute()
+            self.metrics["test_unseen"].reset()
+            self.log("test/eer_unseen", values["eer"])
+            self.log("test/min_tdcf_unseen", values["min_tdcf"])
+
+    def _evaluate(self, batch: Batch, stage: str) -> Tensor:
+        logits = self.net(batch["audio"])  # (b, 2)
+        labels = batch["label"]
+        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=len(logits), sync_dist=True)
+        scores = bonafide_score(logits.float())  # (b,)
+        self.metrics[stage].update(scores, labels, batch["attack"], preds=logits.argmax(dim=1))
+        return scores
+
+    def _log_metrics(self, stage: str, figure: bool) -> None:
+        """Log the stage's metrics; with `figure`, its DET curves (all spoofs, and each attack in test) too."""
+        metric = self.metrics[stage]
+        for key, value in metric.compute().items():
+            self.log(f"{stage}/{key}", value, prog_bar=key == "eer")
+        curves = metric.det_scores() if figure else {}  # collective: every process calls it
+        metric.reset()
+        writers = tensorboard_writers(self.loggers)
+        if curves and writers:
+            fig = det_figure(curves, title=f"{stage} DET")
+            for k, writer in enumerate(writers):
+                writer.add_figure(f"{stage}/det", fig, global_step=self.global_step, close=k == len(writers) - 1)

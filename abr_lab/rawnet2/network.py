@@ -1,0 +1,254 @@
+"""RawNet2 networks: the ASVspoof 2021 baseline (`RawNet2`) and the seed's compact residual CNN (`RawNet2Lite`).
+
+Both map a batch of raw 16 kHz waveforms (b, t) to two logits (b, 2), class 0 = spoof, 1 = bona fide. Neither ends
+in a sigmoid or softmax: losses take logits, and the detection score is the log-odds of bona fide,
+``logits[:, 1] − logits[:, 0]`` (`bonafide_score`), which ranks clips exactly as the reference's log-softmax does but
+never saturates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from abr_lab.layers.sinc import SincFilterbank
+from abr_lab.registry import register_variant
+
+FAMILY = "rawnet2"
+SPOOF, BONAFIDE = 0, 1
+CLASS_NAMES = ("spoof", "bonafide")
+
+
+def bonafide_score(logits: Tensor) -> Tensor:
+    """Detection score from (b, 2) logits: log P(bona fide) − log P(spoof), (b,). Higher means bona fide."""
+    return logits[:, BONAFIDE] - logits[:, SPOOF]
+
+
+def _as_waveforms(x: Tensor) -> Tensor:
+    """(b, t) or (b, 1, t) -> (b, 1, t), refusing anything else with the shape in the message."""
+    if x.ndim == 2:
+        return x[:, None, :]
+    if x.ndim == 3 and x.shape[1] == 1:
+        return x
+    raise ValueError(f"expected waveforms of shape (batch, samples) or (batch, 1, samples), got {tuple(x.shape)}")
+
+
+class FeatureMapScaling(nn.Module):
+    """Filter-wise feature-map scaling (Jung et al. 2020): s = sigmoid(W · mean_t(x) + b); x <- x·s + s.
+
+    Each filter gets a scale in (0, 1) computed from its own time-average, applied both multiplicatively and
+    additively, so informative filters are emphasised without ever being switched off completely.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(self.fc(x.mean(dim=-1)))[:, :, None]  # (b, c) -> (b, c, 1)
+        return x * s + s  # (b, c, t)
+
+
+class RawNet2Block(nn.Module):
+    """Residual block of the reference: conv3 -> BN -> LeakyReLU(0.3) -> conv3, 1×1 conv on the skip when the width
+    changes, sum, max-pool 3; (b, c_in, t) -> (b, c_out, t // 3).
+
+    `legacy_preact_bn` reproduces the reference's pre-activation ``bn1`` (every block but the first): it is computed
+    (its running statistics move) and its output discarded, because the reference passes the block's input, not the
+    normalised one, to ``conv1``. Its weight and bias therefore never get a gradient. Only useful to load the
+    reference's checkpoints, whose state dicts hold those tensors.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, first: bool, legacy_preact_bn: bool = False) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm1d(in_channels) if legacy_preact_bn and not first else None
+        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm1d(out_channels)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.conv_downsample = (
+            nn.Conv1d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        )
+        self.pool = nn.MaxPool1d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bn1 is not None:
+            F.leaky_relu(self.bn1(x), 0.3)  # the reference's discarded pre-activation (updates running stats)
+        out = F.leaky_relu(self.bn2(self.conv1(x)), 0.3)  # (b, c_out, t)
+        out = self.conv2(out)  # (b, c_out, t)
+        skip = x if self.conv_downsample is None else self.conv_downsample(x)  # (b, c_out, t)
+        return self.pool(out + skip)  # (b, c_out, t // 3)
+
+
+class RawNet2(nn.Module):
+    """The ASVspoof 2021 RawNet2 baseline (Tak et al., ICASSP 2021), end to end on raw waveforms.
+
+    sinc filterbank (mel-spaced band-pass) -> |·| -> max-pool 3 -> BN -> SELU -> six residual blocks, each followed by
+    feature-map scaling -> BN -> SELU -> GRU (last step) -> FC -> FC (logits). With the defaults (the reference
+    config: 64,600-sample input, 20 filters of 1,025 taps, blocks 20-20-128-128-128-128, GRU 3 × 1,024, FC 1,024)
+    it has 17,620,562 parameters, 17,621,410 with `legacy_preact_bn` (the reference's count).
+
+    Args:
+        sinc_channels: number of sinc band-pass filters.
+        sinc_kernel: taps per filter (even numbers are made odd).
+        sample_rate: of the input, Hz; the filters span 0 .. sample_rate / 2 on the mel scale.
+        sinc_learnable: learn the filters' cut-offs (Jung et al. 2020) instead of the fixed mel bank.
+        block_channels: output width of each residual block (the first block's input is `sinc_channels` wide).
+        gru_hidden, gru_layers: the GRU summarising the frame sequence.
+        fc_hidden: width of the first fully connected layer (no activation follows it, as the reference).
+        num_classes: logits out (2: spoof, bona fide).
+        legacy_preact_bn: keep the reference's computed-then-discarded BN in each block (see `RawNet2Block`).
+    """
+
+    def __init__(
+        self,
+        sinc_channels: int = 20,
+        sinc_kernel: int = 1024,
+        sample_rate: float = 16_000.0,
+        sinc_learnable: bool = False,
+        block_channels: Sequence[int] = (20, 20, 128, 128, 128, 128),
+        gru_hidden: int = 1024,
+        gru_layers: int = 3,
+        fc_hidden: int = 1024,
+        num_classes: int = 2,
+        legacy_preact_bn: bool = False,
+    ) -> None:
+        super().__init__()
+        if not block_channels:
+            raise ValueError("block_channels: need at least one residual block")
+        self.sinc = SincFilterbank(sinc_channels, sinc_kernel, sample_rate, learnable=sinc_learnable)
+        self.first_bn = nn.BatchNorm1d(sinc_channels)
+        widths = [sinc_channels, *block_channels]
+        self.blocks = nn.ModuleList(
+            RawNet2Block(c_in, c_out, first=i == 0, legacy_preact_bn=legacy_preact_bn)
+            for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+        )
+        self.fms = nn.ModuleList(FeatureMapScaling(c) for c in block_channels)
+        self.bn_before_gru = nn.BatchNorm1d(widths[-1])
+        self.gru = nn.GRU(widths[-1], gru_hidden, num_layers=gru_layers, batch_first=True)
+        self.fc1 = nn.Linear(gru_hidden, fc_hidden)
+        self.fc2 = nn.Linear(fc_hidden, num_classes)
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input that leaves at least one frame for the GRU."""
+        return self.sinc.kernel_size - 1 + 3 ** (1 + len(self.blocks))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _as_waveforms(x)  # (b, 1, t)
+        if x.shape[-1] < self.min_samples:
+            raise ValueError(f"RawNet2 needs at least {self.min_samples} samples per clip, got {x.shape[-1]}")
+        x = self.sinc(x)  # (b, c0, t − k + 1)
+        x = F.max_pool1d(x.abs(), 3)  # (b, c0, t1)
+        x = F.selu(self.first_bn(x))
+        for block, fms in zip(self.blocks, self.fms, strict=True):
+            x = fms(block(x))  # (b, c_i, t_i / 3)
+        x = F.selu(self.bn_before_gru(x))  # (b, c, frames)
+        x, _ = self.gru(x.transpose(1, 2))  # (b, frames, h)
+        x = self.fc1(x[:, -1])  # (b, fc): the last step summarises the clip
+        return self.fc2(x)  # (b, classes) logits
+
+
+# The reference implementation's module names (Tak et al.'s `model.py`) -> ours, for loading its checkpoints.
+_REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
+    *((f"block{i}.0.", f"blocks.{i}.") for i in range(16)),
+    *((f"fc_attention{i}.0.", f"fms.{i}.fc.") for i in range(16)),
+    ("fc1_gru.", "fc1."),
+    ("fc2_gru.", "fc2."),
+)
+
+
+def convert_reference_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict saved by the reference RawNet2 renamed for `RawNet2(legacy_preact_bn=True)`.
+
+    Keys that are already ours (``first_bn``, ``bn_before_gru``, ``gru``) pass unchanged; the reference stores no
+    sinc filters (it rebuilt them every forward pass), and neither do we (a non-persistent buffer).
+    """
+    out = {}
+    for key, value in state_dict.items():
+        key = key.removeprefix("module.")  # saved from nn.DataParallel
+        for old, new in _REFERENCE_PREFIXES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[key] = value
+    return out
+
+
+class LiteBlock(nn.Module):
+    """Residual block that owns its skip path: conv3(stride) -> BN -> LeakyReLU -> conv3 -> BN, plus the input
+    (or its 1×1 strided projection when the shape changes), then LeakyReLU; (b, c_in, t) -> (b, c_out, t / stride)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm1d(out_channels),
+            nn.LeakyReLU(0.3),
+            nn.Conv1d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm1d(out_channels),
+        )
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv1d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm1d(out_channels),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(self.main(x) + self.skip(x), 0.3)  # (b, c_out, t / stride)
+
+
+class RawNet2Lite(nn.Module):
+    """The seed's compact 1-D ResNet on raw waveforms (0.58 M parameters), with each block owning its skip path.
+
+    stem conv (32) -> blocks 32, 32→64 /2, 64, 64→128 /2, 128, 128→256 /2 -> global average pool -> FC 64 ->
+    LeakyReLU -> FC (logits). With the seed's stem (kernel 3, stride 1) the first two blocks run at the full
+    sample rate: ~260 MB of activations per 4-s clip in fp32 for training; `stem_stride` > 1 downsamples at once.
+
+    Args:
+        stem_channels: width of the stem and of the first blocks.
+        stem_kernel, stem_stride: the stem convolution (3, 1 = the seed's).
+        num_classes: logits out.
+    """
+
+    def __init__(
+        self, stem_channels: int = 32, stem_kernel: int = 3, stem_stride: int = 1, num_classes: int = 2
+    ) -> None:
+        super().__init__()
+        if stem_kernel < 1 or stem_stride < 1:
+            raise ValueError(f"stem_kernel={stem_kernel}, stem_stride={stem_stride}: need >= 1")
+        c = stem_channels
+        self.stem = nn.Sequential(
+            nn.Conv1d(1, c, kernel_size=stem_kernel, stride=stem_stride, padding=stem_kernel // 2, bias=False),
+            nn.BatchNorm1d(c),
+            nn.LeakyReLU(0.3),
+        )
+        plan = [(c, c, 1), (c, 2 * c, 2), (2 * c, 2 * c, 1), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1), (4 * c, 8 * c, 2)]
+        self.blocks = nn.Sequential(*(LiteBlock(i, o, s) for i, o, s in plan))
+        self.fc1 = nn.Linear(8 * c, 64)
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(_as_waveforms(x))  # (b, c, t / stride)
+        x = self.blocks(x)  # (b, 8c, t / (8 stride))
+        x = x.mean(dim=-1)  # (b, 8c) global average pool
+        return self.fc2(F.leaky_relu(self.fc1(x), 0.3))  # (b, classes) logits
+
+
+register_variant("rawnet2", RawNet2, FAMILY)
+register_variant("rawnet2_lite", RawNet2Lite, FAMILY)
+# a few thousand parameters and 64-tap filters: for tests and smoke runs on clips of ~0.3 s
+register_variant(
+    "rawnet2_tiny",
+    RawNet2,
+    FAMILY,
+    sinc_channels=8,
+    sinc_kernel=64,
+    block_channels=(8, 8, 16, 16),
+    gru_hidden=16,
+    gru_layers=1,
+    fc_hidden=16,
+)

@@ -1,0 +1,97 @@
+"""Quality bar of the RawNet2 family: train the default recipe, then print its test figures beside the LFCC-GMM's.
+
+    python scripts/quality_rawnet2.py [hydra overrides ...]         (what `make quality` runs: model=rawnet2)
+    python scripts/quality_rawnet2.py model=rawnet2_lite            (the compact network)
+
+Trains `model=rawnet2` (plus the overrides) through train.py exactly as a user would, reads the run's metrics.json,
+and compares the test split of `data=spoof_synth` with the classic countermeasure, LFCC + two GMMs, fitted on the
+same train split by `scripts/rawnet2_baselines.py` (reused from `outputs/baselines/spoof_baselines.json` when that
+file was made from the same data directory, else computed: ~5 min on 2 cores). Writes `quality.json` in the run
+directory and exits non-zero if the bar is missed: on the attacks held out of training (bona fide test clips
+against the spoofs of A05-A07), EER <= 5 % and below the LFCC-GMM's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import rawnet2_baselines  # noqa: E402
+
+from abr_lab.config import compose_config  # noqa: E402
+
+BASELINES = rawnet2_baselines.DEFAULT_OUT
+BAR_EER = 0.05
+
+
+def data_dir(overrides: list[str]) -> Path:
+    """The directory of the spoof_synth splits the run trains on."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(overrides, output_dir=tmp, root_dir=REPO)
+        return Path(cfg.data.data_dir)
+
+
+def baseline_figures(data_dir: Path) -> dict[str, Any]:
+    """The LFCC-GMM's test figures, from the cache when it was made on `data_dir`, else fitted now."""
+    if BASELINES.exists():
+        report = json.loads(BASELINES.read_text())
+        if Path(report["data_dir"]) == data_dir:
+            return report["results"]["lfcc_gmm"]
+    return rawnet2_baselines.main(["--data-dir", str(data_dir)])["results"]["lfcc_gmm"]
+
+
+def model_figures(test: dict[str, float]) -> dict[str, Any]:
+    """The model's test figures from metrics.json in the layout of the baseline report."""
+    per_attack = {key.removeprefix("test/eer_"): value for key, value in test.items() if key.startswith("test/eer_A")}
+    return {
+        "overall": {"eer": test["test/eer"], "min_tdcf": test["test/min_tdcf"]},
+        "unseen": {"eer": test["test/eer_unseen"], "min_tdcf": test["test/min_tdcf_unseen"]},
+        "per_attack": {attack: {"eer": eer} for attack, eer in sorted(per_attack.items())},
+        "auroc": test["test/auroc"],
+    }
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """One line per model: EER and min t-DCF over all and unseen attacks, then the EER of each attack."""
+    attacks = sorted(set().union(*(r["per_attack"] for r in rows.values())))
+    head = f"{'model':<10} {'EER %':>7} {'t-DCF':>7} {'EER unseen %':>13} {'t-DCF unseen':>13}"
+    lines = [head + "".join(f" {a + ' %':>8}" for a in attacks)]
+    for name, r in rows.items():
+        line = f"{name:<10} {100 * r['overall']['eer']:>7.2f} {r['overall']['min_tdcf']:>7.3f}"
+        line += f" {100 * r['unseen']['eer']:>13.2f} {r['unseen']['min_tdcf']:>13.3f}"
+        line += "".join(f" {100 * r['per_attack'][a]['eer']:>8.2f}" for a in attacks)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(overrides: list[str]) -> int:
+    run_dir = REPO / "outputs" / "quality" / "rawnet2" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    command = [sys.executable, str(REPO / "train.py"), "model=rawnet2", f"hydra.run.dir={run_dir}", *overrides]
+    start = time.time()
+    subprocess.run(command, cwd=REPO, check=True)
+    minutes = (time.time() - start) / 60
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    baseline = baseline_figures(data_dir(["model=rawnet2", *overrides]))
+    rows = {"rawnet2": model_figures(summary["test"]), "lfcc_gmm": baseline}
+
+    print(f"\nRawNet2 on spoof_synth, test split ({minutes:.1f} min of training; run: {run_dir})")
+    print("unseen = bona fide test clips against the spoofs of attacks absent from training")
+    print(table(rows))
+    mine, theirs = rows["rawnet2"]["unseen"]["eer"], rows["lfcc_gmm"]["unseen"]["eer"]
+    passed = mine <= BAR_EER and mine < theirs
+    print(f"bar: unseen-attack EER <= {100 * BAR_EER:.0f} % and below the LFCC-GMM's: {'PASS' if passed else 'FAIL'}")
+    report = {"rows": rows, "passed": passed, "minutes": minutes, "overrides": overrides}
+    (run_dir / "quality.json").write_text(json.dumps(report, indent=2))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

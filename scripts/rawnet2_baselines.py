@@ -1,0 +1,137 @@
+"""Test-split scores of the classic ASVspoof countermeasure, LFCC + two GMMs, on the synthetic spoofing data.
+
+    python scripts/rawnet2_baselines.py [--data-dir <repo>/data/spoof_synth] [--num-train 2000] [--num-test 2000]
+                                        [--seed 42] [--n-components 128] [--max-frames 200000] [--max-iter 100]
+                                        [--out outputs/baselines/spoof_baselines.json]
+
+The train and test splits are those the RawNet2 DataModule reads (generated once by
+`abr_lab.rawnet2.generator.write_split` into ``--data-dir``, then cached; the defaults match the DataModule's).
+`LFCCGMM` (see `abr_lab.rawnet2.baselines`) is fitted on the train split and scores the test split. Reported: EER and
+min t-DCF over the whole test split; the same on the unseen attacks only (bona fide test clips against the spoofs of
+attacks absent from training: the generalisation a countermeasure is judged on); and the EER of each attack against
+all bona fide test clips. Prints a table and writes the figures, with the fitting time, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abr_lab.atomic import atomic_write_text
+from abr_lab.metrics.spoof import compute_eer, compute_min_tdcf
+from abr_lab.rawnet2.baselines import LFCCGMM
+from abr_lab.rawnet2.generator import ATTACK_IDS, SpoofSynthSpec, read_split, write_split
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "outputs" / "baselines" / "spoof_baselines.json"
+DEFAULT_DATA_DIR = REPO / "data" / "spoof_synth"  # where `data=spoof_synth` (paths.data_dir) puts the splits
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="cache of the generated splits")
+    parser.add_argument("--num-train", type=int, default=2000, help="clips in the train split (DataModule default)")
+    parser.add_argument("--num-test", type=int, default=2000, help="clips in the test split (DataModule default)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the data generator (DataModule default)")
+    parser.add_argument("--n-components", type=int, default=128, help="Gaussians per class (the reference: 512)")
+    parser.add_argument("--max-frames", type=int, default=200_000, help="frames per class kept for EM")
+    parser.add_argument("--max-iter", type=int, default=100, help="EM iterations at most")
+    parser.add_argument("--gmm-seed", type=int, default=0, help="frame subsampling and k-means initialisation")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    return parser.parse_args(argv)
+
+
+def split_clips(data_dir: Path, spec: SpoofSynthSpec, split: str, num_clips: int, seed: int) -> tuple[Any, list]:
+    """The split (read from its cache, generated first if absent) and its clips as a list of float32 arrays."""
+    clips = read_split(write_split(data_dir, spec, split, num_clips, seed, progress=True))
+    return clips, [clips.clip(i) for i in range(len(clips))]
+
+
+def spoof_metrics(bonafide: np.ndarray, spoof: np.ndarray) -> dict[str, float]:
+    """EER, its threshold and min t-DCF of one bona fide / spoof comparison, with the clip counts."""
+    eer, threshold = compute_eer(bonafide, spoof)
+    return {
+        "eer": eer,
+        "threshold": threshold,
+        "min_tdcf": compute_min_tdcf(bonafide, spoof),
+        "num_bonafide": int(bonafide.size),
+        "num_spoof": int(spoof.size),
+    }
+
+
+def evaluate(scores: np.ndarray, label: np.ndarray, attack: np.ndarray, train_attacks: set[str]) -> dict[str, Any]:
+    """Overall, unseen-attack and per-attack figures of test `scores` (higher = bona fide)."""
+    names = np.asarray(ATTACK_IDS)[attack]  # (n,) attack id per clip, "-" for bona fide
+    bonafide, is_spoof = scores[label == 1], label == 0
+    unseen = is_spoof & ~np.isin(names, sorted(train_attacks))
+    if not unseen.any():
+        raise ValueError(f"the test split holds no spoof of an attack unseen in training ({sorted(train_attacks)})")
+    per_attack = {
+        str(a): spoof_metrics(bonafide, scores[is_spoof & (names == a)]) for a in sorted(set(names[is_spoof]))
+    }
+    return {
+        "overall": spoof_metrics(bonafide, scores[is_spoof]),
+        "unseen": spoof_metrics(bonafide, scores[unseen]),
+        "per_attack": per_attack,
+        "unseen_attacks": sorted(set(names[unseen])),
+    }
+
+
+def table(figures: dict[str, Any], train_attacks: set[str]) -> str:
+    """One row for all spoofs, one for the unseen attacks, one per attack (``*`` = unseen in training)."""
+    rows = [("all attacks", figures["overall"]), ("unseen", figures["unseen"])]
+    rows += [(f"{a}{'' if a in train_attacks else ' *'}", m) for a, m in figures["per_attack"].items()]
+    lines = [f"{'spoofs':<12} {'EER %':>7} {'min t-DCF':>9} {'n spoof':>7}"]
+    lines += [f"{n:<12} {100 * m['eer']:>7.2f} {m['min_tdcf']:>9.4f} {m['num_spoof']:>7d}" for n, m in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    args = parse_args(argv)
+    spec = SpoofSynthSpec()
+    train_attacks = set(spec.attacks("train")) - {"-"}
+    train, train_clips = split_clips(args.data_dir, spec, "train", args.num_train, args.seed)
+    test, test_clips = split_clips(args.data_dir, spec, "test", args.num_test, args.seed)
+
+    model = LFCCGMM(args.n_components, args.max_frames, args.max_iter, seed=args.gmm_seed)
+    start = time.perf_counter()
+    model.fit(train_clips, np.asarray(train.label))
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = model.score_many(test_clips)
+    score_seconds = time.perf_counter() - start
+
+    figures = evaluate(scores, np.asarray(test.label), np.asarray(test.attack), train_attacks)
+    figures |= {"fit_seconds": fit_seconds, "score_seconds": score_seconds}
+    print(f"\nLFCC-GMM ({args.n_components} components), {len(train_clips)} train / {len(test_clips)} test clips")
+    print(f"fit {fit_seconds:.0f} s, scoring {score_seconds:.0f} s; * = attack unseen in training")
+    print(table(figures, train_attacks))
+    report = {
+        "results": {"lfcc_gmm": figures},
+        "data_dir": str(args.data_dir),
+        "train_attacks": sorted(train_attacks),
+        "test_attacks": sorted(set(spec.attacks("test")) - {"-"}),
+        "settings": {
+            "num_train": args.num_train,
+            "num_test": args.num_test,
+            "seed": args.seed,
+            "n_components": args.n_components,
+            "max_frames": args.max_frames,
+            "max_iter": args.max_iter,
+            "gmm_seed": args.gmm_seed,
+            "lfcc": model.lfcc_options,
+        },
+    }
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
