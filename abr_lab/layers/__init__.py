@@ -1,5 +1,6 @@
 """Blocks shared between model families: `s4d` (diagonal state-space layer), `rescnn` (multi-scale residual CNN),
-`attention` (transformer, skip-fusion and multi-scale attention blocks), `film` (feature-wise modulation)."""
+`attention` (transformer, skip-fusion and multi-scale attention blocks), `film` (feature-wise modulation), `sinc`
+(mel-spaced sinc band-pass filterbank)."""
 
 from abr_lab.layers.attention import (
     AttentionSkipFusion,
@@ -14,6 +15,7 @@ from abr_lab.layers.attention import (
 from abr_lab.layers.film import FiLM
 from abr_lab.layers.rescnn import ResCNNBlock, ResCNNStack
 from abr_lab.layers.s4d import S4D, S4DKernel
+from abr_lab.layers.sinc import SincFilterbank
 
 __all__ = [
     "S4D",
@@ -26,6 +28,7 @@ __all__ = [
     "ResCNNBlock",
     "ResCNNStack",
     "S4DKernel",
+    "SincFilterbank",
     "TransformerBlock",
     "attention_entropy",
     "sinusoidal_positions",

@@ -3,7 +3,8 @@
 
 Every split serves fixed-length clips by the reference rule (`abr_lab.rawnet2.audio.fit_clip`): the first
 `clip_samples` samples, shorter clips tiled rather than zero-padded; with `random_crop` the training split takes a
-random window instead of the first. Items are ``{"audio": (t,), "label": () 1 = bona fide, "attack": () index into
+random window instead of the first, and with `rawboost` its clips are degraded by RawBoost-style channel and noise
+effects (`abr_lab.rawnet2.augment`). Items are ``{"audio": (t,), "label": () 1 = bona fide, "attack": () index into
 the DataModule's attack_ids}``.
 """
 
@@ -23,6 +24,7 @@ from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
 from abr_lab.data.shared import SharedValues
 from abr_lab.rawnet2.audio import fit_clip, random_start, read_audio
+from abr_lab.rawnet2.augment import check_algorithms, rawboost
 from abr_lab.rawnet2.corpora import Utterance, asvspoof2019_la, read_in_the_wild, split_by_speaker
 from abr_lab.rawnet2.generator import (
     ATTACK_IDS,
@@ -80,12 +82,15 @@ class FileSource:
 
 class SpoofDataset(Dataset):
     """Fixed-length clips of a source. ``live["clip_samples"]`` (shared memory: a curriculum knob reaches DataLoader
-    workers) sets the length; `random_crop` draws the window's start at random instead of taking the first."""
+    workers) sets the length; `random_crop` draws the window's start at random instead of taking the first;
+    `rawboost` names the RawBoost algorithms applied, in order, to every clip before it is cut."""
 
-    def __init__(self, source: ClipSource, clip_samples: int, random_crop: bool = False) -> None:
+    def __init__(
+        self, source: ClipSource, clip_samples: int, random_crop: bool = False, rawboost: Sequence[str] = ()
+    ) -> None:
         if clip_samples < 1:
             raise ValueError(f"clip_samples={clip_samples}: need >= 1")
-        self.source, self.random_crop = source, random_crop
+        self.source, self.random_crop, self.rawboost = source, random_crop, check_algorithms(rawboost)
         self.live = SharedValues(clip_samples=clip_samples)
 
     def __len__(self) -> int:
@@ -95,8 +100,12 @@ class SpoofDataset(Dataset):
         audio = self.source.load(index)  # (n,) float32
         length = int(round(self.live["clip_samples"]))
         start = 0
-        if self.random_crop:  # seeded through torch, which Lightning seeds per DataLoader worker
-            start = random_start(len(audio), length, np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))))
+        if self.random_crop or self.rawboost:  # seeded through torch, which Lightning seeds per DataLoader worker
+            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ())))
+            if self.rawboost:
+                audio = rawboost(audio, self.rawboost, rng)
+            if self.random_crop:
+                start = random_start(len(audio), length, rng)
         return {
             "audio": torch.from_numpy(np.ascontiguousarray(fit_clip(audio, length, start), dtype=np.float32)),
             "label": torch.tensor(self.source.labels[index]),
@@ -114,11 +123,13 @@ class SpoofDataModule(L.LightningDataModule):
     attack_ids: tuple[str, ...] = ("-",)
     train_attacks: tuple[str, ...] = ()
 
-    def __init__(self, clip_samples: int, random_crop: bool, batch_size: int, num_workers: int) -> None:
+    def __init__(
+        self, clip_samples: int, random_crop: bool, rawboost: Sequence[str], batch_size: int, num_workers: int
+    ) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
-        self.clip_samples, self.random_crop = clip_samples, random_crop
+        self.clip_samples, self.random_crop, self.rawboost = clip_samples, random_crop, check_algorithms(rawboost)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.sources: dict[str, ClipSource] = {}
         self.datasets: dict[str, SpoofDataset] = {}
@@ -135,8 +146,13 @@ class SpoofDataModule(L.LightningDataModule):
     def _make_datasets(self) -> None:
         for split, source in self.sources.items():
             if split not in self.datasets:
-                crop = self.random_crop and split == "train"
-                self.datasets[split] = SpoofDataset(source, self.clip_samples, random_crop=crop)
+                train = split == "train"
+                self.datasets[split] = SpoofDataset(
+                    source,
+                    self.clip_samples,
+                    random_crop=self.random_crop and train,
+                    rawboost=self.rawboost if train else (),
+                )
 
     def curriculum_knobs(self) -> dict[str, Knob]:
         """``data.clip_samples``: length of the training clips (validation and test keep `clip_samples`)."""
@@ -189,6 +205,8 @@ class SpoofSynthDataModule(SpoofDataModule):
         test_attacks: attack systems of the test split.
         clip_samples: samples per clip fed to the model (64,600 = the reference's ~4 s).
         random_crop: training clips start at a random sample instead of the first.
+        rawboost: RawBoost algorithms (``lnl``, ``isd``, ``ssi``) applied in order to every training clip; none by
+            default (the reference trains without).
         batch_size: clips per batch, all splits.
         num_workers: DataLoader workers (the audio sits in memory: 0 is enough on a CPU).
     """
@@ -209,10 +227,11 @@ class SpoofSynthDataModule(SpoofDataModule):
         test_attacks: Sequence[str] = ("A01", "A02", "A05", "A06", "A07"),
         clip_samples: int = REFERENCE_CLIP_SAMPLES,
         random_crop: bool = False,
+        rawboost: Sequence[str] = (),
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(clip_samples, random_crop, batch_size, num_workers)
+        super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
         self.spec = SpoofSynthSpec(
             min_seconds=min_seconds,
@@ -253,7 +272,7 @@ class ASVspoof2019DataModule(SpoofDataModule):
     Args:
         root: folder holding ``ASVspoof2019_LA_train``, ``_dev``, ``_eval`` and ``ASVspoof2019_LA_cm_protocols``.
         sample_rate: rate the model expects; files at another rate are resampled (polyphase).
-        clip_samples, random_crop, batch_size, num_workers: as `SpoofSynthDataModule`.
+        clip_samples, random_crop, rawboost, batch_size, num_workers: as `SpoofSynthDataModule`.
     """
 
     attack_ids = ("-", *(f"A{i:02d}" for i in range(1, 20)))
@@ -265,10 +284,11 @@ class ASVspoof2019DataModule(SpoofDataModule):
         sample_rate: int = SAMPLE_RATE,
         clip_samples: int = REFERENCE_CLIP_SAMPLES,
         random_crop: bool = False,
+        rawboost: Sequence[str] = (),
         batch_size: int = 32,
         num_workers: int = 4,
     ) -> None:
-        super().__init__(clip_samples, random_crop, batch_size, num_workers)
+        super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
         self.root, self.sample_rate = Path(root), sample_rate
 
@@ -296,7 +316,7 @@ class InTheWildDataModule(SpoofDataModule):
         root: folder with ``meta.csv`` (``file,speaker,label``) and the audio files it names.
         split_fractions: shares of utterances for train, val, test.
         seed: seed of the speaker split.
-        sample_rate, clip_samples, random_crop, batch_size, num_workers: as `ASVspoof2019DataModule`.
+        sample_rate, clip_samples, random_crop, rawboost, batch_size, num_workers: as `ASVspoof2019DataModule`.
     """
 
     attack_ids = ("-", "spoof")
@@ -310,10 +330,11 @@ class InTheWildDataModule(SpoofDataModule):
         sample_rate: int = SAMPLE_RATE,
         clip_samples: int = REFERENCE_CLIP_SAMPLES,
         random_crop: bool = False,
+        rawboost: Sequence[str] = (),
         batch_size: int = 32,
         num_workers: int = 4,
     ) -> None:
-        super().__init__(clip_samples, random_crop, batch_size, num_workers)
+        super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
         if len(split_fractions) != 3:
             raise ValueError(f"split_fractions={list(split_fractions)}: need three shares (train, val, test)")

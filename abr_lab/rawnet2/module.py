@@ -2,8 +2,9 @@
 
 The score of a clip is the log-odds of bona fide (`bonafide_score`); EER, min t-DCF and AUROC are computed from the
 scores of the whole split (every process's, under DDP), as the ASVspoof challenges define them
-(`abr_lab.metrics.spoof`). The test split adds the EER of every attack, and the EER and min t-DCF of bona fide
-against the attacks training never saw (``test/eer_unseen``), the figure the family's quality bar is set on.
+(`abr_lab.metrics.spoof`), with the EER of every attack (``val/eer_A03``); the test split adds the EER and min
+t-DCF of bona fide against the attacks training never saw (``test/eer_unseen``), the figure the family's quality
+bar is set on.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from torch import Tensor, nn
 
 from abr_lab.loggers import tensorboard_writers
 from abr_lab.metrics.spoof import SpoofMetrics, det_figure
-from abr_lab.optim import parameter_groups
+from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.rawnet2 import network  # noqa: F401  (registers the variants)
 from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, bonafide_score
 from abr_lab.registry import create_model
 
 Batch = dict[str, Tensor]
 LR_PARTS = ("front", "gru", "head")
+SCHEDULES = ("constant", "warmup_cosine")
 
 
 def lr_part(name: str) -> str:
@@ -42,9 +44,12 @@ class RawNet2Module(L.LightningModule):
     Args:
         arch: registered variant (`abr_lab.registry.list_models("rawnet2")`).
         arch_kwargs: overrides of the variant (e.g. ``{"sinc_learnable": true}``).
-        lr: Adam learning rate (the reference: 1e-4, constant).
+        lr: Adam learning rate (the reference: 1e-4, constant); the peak rate under ``warmup_cosine``.
         weight_decay: Adam's L2 penalty on the weight matrices (the reference: 1e-4; norms and biases are exempt).
         lr_multipliers: factors on `lr` per part (``front``, ``gru``, ``head``); 1 where not given.
+        schedule: ``constant`` (the reference) or ``warmup_cosine``: a linear warm-up over `warmup_steps` batches,
+            then a cosine decay to `min_lr_ratio` × `lr` at the last batch of training.
+        warmup_steps, min_lr_ratio: of ``warmup_cosine`` (ignored by ``constant``).
         class_weights: cross-entropy weights of (spoof, bona fide); the reference's (0.1, 0.9) offsets the
             ~9 : 1 spoof : bona fide ratio of ASVspoof 2019 LA training data.
         figure_every_n_epochs: a DET curve of the validation split goes to TensorBoard every n epochs (0 = never).
@@ -57,10 +62,15 @@ class RawNet2Module(L.LightningModule):
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         lr_multipliers: dict[str, float] | None = None,
+        schedule: str = "constant",
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.01,
         class_weights: Sequence[float] = (0.1, 0.9),
         figure_every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule={schedule!r}: expected one of {'|'.join(SCHEDULES)}")
         if len(class_weights) != len(CLASS_NAMES) or min(class_weights) < 0 or sum(class_weights) <= 0:
             raise ValueError(f"class_weights={list(class_weights)}: need two non-negative weights (spoof, bonafide)")
         self.save_hyperparameters()
@@ -81,7 +91,7 @@ class RawNet2Module(L.LightningModule):
         self.unseen = tuple(attack_ids.index(a) for a in unseen)
         self.metrics = nn.ModuleDict(
             {
-                "val": SpoofMetrics(attack_ids),
+                "val": SpoofMetrics(attack_ids, per_attack=True),
                 "test": SpoofMetrics(attack_ids, per_attack=True),
                 "test_unseen": SpoofMetrics(attack_ids),
             }
@@ -118,7 +128,7 @@ class RawNet2Module(L.LightningModule):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self.score(batch["audio"])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         groups = parameter_groups(
             self.net,
             lambda name, _: lr_part(name),
@@ -127,7 +137,13 @@ class RawNet2Module(L.LightningModule):
             self.hparams.weight_decay,
             self.hparams.lr_multipliers,
         )
-        return torch.optim.Adam(groups, lr=self.hparams.lr)
+        optimizer = torch.optim.Adam(groups, lr=self.hparams.lr)
+        if self.hparams.schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total // 2)
+        scheduler = warmup_cosine(optimizer, warmup, total, self.hparams.min_lr_ratio)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_validation_epoch_end(self) -> None:
         every = self.hparams.figure_every_n_epochs

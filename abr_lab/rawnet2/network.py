@@ -206,7 +206,8 @@ class RawNet2Lite(nn.Module):
 
     stem conv (32) -> blocks 32, 32→64 /2, 64, 64→128 /2, 128, 128→256 /2 -> global average pool -> FC 64 ->
     LeakyReLU -> FC (logits). With the seed's stem (kernel 3, stride 1) the first two blocks run at the full
-    sample rate: ~260 MB of activations per 4-s clip in fp32 for training; `stem_stride` > 1 downsamples at once.
+    sample rate: a training step keeps 324 MB of activations per 64,600-sample clip in fp32 (81 MB with
+    ``stem_kernel=8, stem_stride=4``; `scripts/benchmark.py rawnet2`); `stem_stride` > 1 downsamples at once.
 
     Args:
         stem_channels: width of the stem and of the first blocks.

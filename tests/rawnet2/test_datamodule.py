@@ -77,20 +77,25 @@ def test_curriculum_knob_sets_train_clip_length_only(synth):
         knob.set(4000)
 
 
-def test_random_crop_draws_windows_of_the_clip(tmp_path):
+def _four_clips(tmp_path: Path, seconds: float, **options) -> SpoofSynthDataModule:
+    """A set-up DataModule of four training clips of `seconds` each, with the given clip options."""
     dm = SpoofSynthDataModule(
         data_dir=str(tmp_path),
         num_train=4,
         num_val=2,
         num_test=2,
-        min_seconds=0.3,
-        max_seconds=0.3,
-        clip_samples=1000,
-        random_crop=True,
+        min_seconds=seconds,
+        max_seconds=seconds,
         batch_size=2,
+        **options,
     )
     dm.prepare_data()
     dm.setup("fit")
+    return dm
+
+
+def test_random_crop_draws_windows_of_the_clip(tmp_path):
+    dm = _four_clips(tmp_path, seconds=0.3, clip_samples=1000, random_crop=True)
     raw = dm.sources["train"].load(0)  # 4,800 samples
     torch.manual_seed(0)
     crops = [dm.datasets["train"][0]["audio"].numpy() for _ in range(8)]
@@ -193,3 +198,14 @@ def test_in_the_wild_datamodule_splits_by_speaker(tmp_path):
     assert item["audio"].shape == (2000,) and dm.attack_ids[item["attack"].item()] in ("-", "spoof")
     with pytest.raises(ValueError, match="three shares"):
         InTheWildDataModule(root=str(tmp_path), split_fractions=(0.5, 0.5))
+
+
+def test_rawboost_degrades_training_clips_only(tmp_path):
+    dm = _four_clips(tmp_path, seconds=0.2, clip_samples=3200, rawboost=["lnl", "isd"])
+    raw = dm.sources["train"].load(0)
+    torch.manual_seed(0)
+    first, second = dm.datasets["train"][0]["audio"].numpy(), dm.datasets["train"][0]["audio"].numpy()
+    assert not np.allclose(first, raw) and not np.array_equal(first, second)  # a fresh draw every time
+    np.testing.assert_array_equal(dm.datasets["val"][0]["audio"].numpy(), dm.sources["val"].load(0))
+    with pytest.raises(ValueError, match="unknown RawBoost"):
+        SpoofSynthDataModule(data_dir=str(tmp_path), rawboost=["reverb"])

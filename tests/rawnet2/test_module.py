@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -54,6 +55,24 @@ def test_reference_optimiser() -> None:
     assert groups["head/no_decay"]["weight_decay"] == 0.0
     with pytest.raises(ValueError, match="unknown part 'trunk'"):
         RawNet2Module(arch="rawnet2_tiny", lr_multipliers={"trunk": 1.0}).configure_optimizers()
+
+
+def test_warmup_cosine_schedule() -> None:
+    module = RawNet2Module(arch="rawnet2_tiny", lr=1e-3, schedule="warmup_cosine", warmup_steps=2, min_lr_ratio=0.1)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)  # what the scheduler reads of the Trainer
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert config["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(12):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([5e-4, 1e-3, 1e-3])  # warm-up over 2 batches, then the peak
+    assert rates[10] == pytest.approx(1e-4) and rates[11] == pytest.approx(1e-4)  # the floor, and it stays there
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:], strict=False))
+    with pytest.raises(ValueError, match="schedule='cosine'"):
+        RawNet2Module(arch="rawnet2_tiny", schedule="cosine")
 
 
 def test_run_reports_challenge_metrics(trained) -> None:
