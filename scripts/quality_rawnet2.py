@@ -6,8 +6,8 @@
 Trains `model=rawnet2` (plus the overrides) through train.py exactly as a user would, reads the run's metrics.json,
 and compares the test split of `data=spoof_synth` with the classic countermeasure, LFCC + two GMMs, fitted on the
 same train split by `scripts/rawnet2_baselines.py` (reused from `outputs/baselines/spoof_baselines.json` when that
-file was made from the same data directory, else computed: ~5 min on 2 cores). Writes `quality.json` in the run
-directory and exits non-zero if the bar is missed: on the attacks held out of training (bona fide test clips
+file was made from the same splits, else computed: ~1 min of fitting on 2 cores). Writes `quality.json` in the
+run directory and exits non-zero if the bar is missed: on the attacks held out of training (bona fide test clips
 against the spoofs of A05-A07), EER <= 5 % and below the LFCC-GMM's.
 """
 
@@ -32,20 +32,30 @@ BASELINES = rawnet2_baselines.DEFAULT_OUT
 BAR_EER = 0.05
 
 
-def data_dir(overrides: list[str]) -> Path:
-    """The directory of the spoof_synth splits the run trains on."""
+def data_settings(overrides: list[str]) -> dict[str, Any]:
+    """Where the run's spoof_synth splits lie and what sizes and seed made them (what the baseline must share)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_config(overrides, output_dir=tmp, root_dir=REPO)
-        return Path(cfg.data.data_dir)
+        data = compose_config(overrides, output_dir=tmp, root_dir=REPO).data
+        return {
+            "data_dir": str(Path(data.data_dir)),
+            "num_train": data.num_train,
+            "num_test": data.num_test,
+            "seed": data.seed,
+        }
 
 
-def baseline_figures(data_dir: Path) -> dict[str, Any]:
-    """The LFCC-GMM's test figures, from the cache when it was made on `data_dir`, else fitted now."""
+def baseline_figures(data: dict[str, Any]) -> dict[str, Any]:
+    """The LFCC-GMM's test figures, from the cache when it was made on the same splits, else fitted now."""
     if BASELINES.exists():
         report = json.loads(BASELINES.read_text())
-        if Path(report["data_dir"]) == data_dir:
+        made_on = {
+            "data_dir": report["data_dir"],
+            **{k: report["settings"][k] for k in ("num_train", "num_test", "seed")},
+        }
+        if made_on == data:
             return report["results"]["lfcc_gmm"]
-    return rawnet2_baselines.main(["--data-dir", str(data_dir)])["results"]["lfcc_gmm"]
+    argv = ["--data-dir", data["data_dir"], "--num-train", str(data["num_train"]), "--num-test", str(data["num_test"])]
+    return rawnet2_baselines.main([*argv, "--seed", str(data["seed"])])["results"]["lfcc_gmm"]
 
 
 def model_figures(test: dict[str, float]) -> dict[str, Any]:
@@ -79,7 +89,7 @@ def main(overrides: list[str]) -> int:
     subprocess.run(command, cwd=REPO, check=True)
     minutes = (time.time() - start) / 60
     summary = json.loads((run_dir / "metrics.json").read_text())
-    baseline = baseline_figures(data_dir(["model=rawnet2", *overrides]))
+    baseline = baseline_figures(data_settings(["model=rawnet2", *overrides]))
     rows = {"rawnet2": model_figures(summary["test"]), "lfcc_gmm": baseline}
 
     print(f"\nRawNet2 on spoof_synth, test split ({minutes:.1f} min of training; run: {run_dir})")

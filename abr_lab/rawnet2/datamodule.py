@@ -33,6 +33,7 @@ from abr_lab.rawnet2.generator import (
     SpoofClips,
     SpoofSynthSpec,
     read_split,
+    split_path,
     write_split,
 )
 
@@ -248,8 +249,6 @@ class SpoofSynthDataModule(SpoofDataModule):
         self.data_dir, self.seed = Path(data_dir), seed
 
     def path(self, split: str) -> Path:
-        from abr_lab.rawnet2.generator import split_path
-
         return split_path(self.data_dir, self.spec, split, self.sizes[split], self.seed)
 
     def prepare_data(self) -> None:
