@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: setup train test lint format quality quality-lstm quality-unet quality-rawnet2 bench clean
+.PHONY: setup train test lint format quality quality-lstm quality-unet quality-rawnet2 quality-puzzle bench clean
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ format: $(STAMP)
 
 # Real training of each landed family's default recipe, printed beside its baselines. Not part of `make test`.
 # One family: `make quality-unet ARGS="experiment=unet_full"` (ARGS are that family's Hydra overrides).
-quality: quality-lstm quality-unet quality-rawnet2
+quality: quality-lstm quality-unet quality-rawnet2 quality-puzzle
 
 quality-lstm: $(STAMP)
 	$(BIN)/python scripts/quality_lstm.py $(ARGS)
@@ -42,6 +42,9 @@ quality-unet: $(STAMP)
 
 quality-rawnet2: $(STAMP)
 	$(BIN)/python scripts/quality_rawnet2.py $(ARGS)
+
+quality-puzzle: $(STAMP)
+	$(BIN)/python scripts/quality_puzzle_cnn.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -1,6 +1,6 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py [lstm] [unet] [health] [rawnet2] [--smoke] [--out benchmarks/results.json]
+    python scripts/benchmark.py [lstm] [unet] [health] [rawnet2] [puzzle] [--smoke] [--out benchmarks/results.json]
 
 lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
 streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
@@ -18,6 +18,11 @@ buffer) against rebuilding them every forward pass (what the learnable option mu
 fixed ones); and the activation memory a training step keeps for backward per 64,600-sample clip in fp32 (the bytes
 of the tensors autograd saves, counted by a saved-tensors hook) of rawnet2_lite at stem stride 1 and 4, and of
 rawnet2.
+puzzle: parameters and seconds per training batch of puzzle_cnn (forward, the module's four losses, backward,
+AdamW; 2 puzzles of 512 px with 16 pieces each, the default training batch) at the default 16 x 16 grid and at the
+curriculum's first 8 x 8; seconds per batch of the training DataLoader at each grid (pieces rendered on the fly, one
+process, no workers) and a validation batch (2 puzzles, every cell); data batches per training step (the ratio:
+above 1 the model waits for nothing, with `data.num_workers` multiplying it).
 Medians over repeats after a warm-up.
 """
 
@@ -41,6 +46,7 @@ from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
 from abr_lab.lstm_extractor.network import build_inputs
 from abr_lab.optimized_unet.network import OptimizedHierarchicalUNet
+from abr_lab.puzzle_cnn import PuzzleModule, PuzzlePhotosDataModule
 from abr_lab.rawnet2 import network as _rawnet2_variants  # noqa: F401  registers rawnet2, rawnet2_lite, _tiny
 from abr_lab.registry import create_model
 
@@ -255,7 +261,48 @@ def bench_rawnet2(smoke: bool) -> dict[str, float]:
     return out
 
 
-BENCHMARKS = {"lstm": bench_lstm, "unet": bench_unet, "health": bench_health, "rawnet2": bench_rawnet2}
+def puzzle_train_seconds(module: PuzzleModule, batch: dict[str, torch.Tensor], repeats: int) -> float:
+    """Median seconds of one PuzzleModule training batch: forward, the weighted losses, backward, AdamW."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
+
+    def update() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        out = module(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+        sum(module.losses(out, batch).values()).backward()
+        optimizer.step()
+
+    return median_seconds(update, repeats)
+
+
+def bench_puzzle(smoke: bool) -> dict[str, float]:
+    """Training cost of puzzle_cnn against the cost of rendering its batches on the fly."""
+    arch, size, grids, repeats = ("puzzle_cnn_tiny", 64, (4, 2), 1) if smoke else ("puzzle_cnn", 512, (16, 8), 3)
+    torch.manual_seed(0)
+    module = PuzzleModule(arch=arch).train()
+    out: dict[str, float] = {"puzzle_size": size, "parameters": float(sum(p.numel() for p in module.parameters()))}
+    for grid in grids:
+        dm = PuzzlePhotosDataModule(puzzle_size=size, rows=grid, cols=grid, batch_size=2, puzzles_per_image=1)
+        dm.setup("fit")
+        loader = iter(dm.train_dataloader())
+        batch = next(loader)
+        data_s = median_seconds(lambda loader=loader: next(loader), repeats, warmup=0)
+        train_s = puzzle_train_seconds(module, batch, repeats)
+        out[f"grid{grid}_piece_px"] = float(batch["piece"].shape[-1])
+        out[f"grid{grid}_train_s_per_batch"] = train_s
+        out[f"grid{grid}_data_s_per_batch"] = data_s
+        out[f"grid{grid}_data_over_model"] = train_s / data_s
+        val = iter(dm.val_dataloader())
+        out[f"grid{grid}_val_data_s_per_batch"] = median_seconds(lambda val=val: next(val), 1, warmup=0)
+    return out
+
+
+BENCHMARKS = {
+    "lstm": bench_lstm,
+    "unet": bench_unet,
+    "health": bench_health,
+    "rawnet2": bench_rawnet2,
+    "puzzle": bench_puzzle,
+}
 
 
 def environment() -> dict[str, object]:

@@ -42,6 +42,23 @@ TINY_SPOOF = [
     "trainer.log_every_n_steps=1",
 ]
 
+# Tiny puzzle task: 64-px puzzles cut 2 x 2, the test ResNet backbone.
+TINY_PUZZLE = [
+    "model=puzzle_cnn",
+    "model.arch=puzzle_cnn_tiny",
+    "model.warmup_steps=1",
+    "data.puzzle_size=64",
+    "data.rows=2",
+    "data.cols=2",
+    "data.pieces_per_puzzle=4",
+    "data.puzzles_per_epoch=4",
+    "data.puzzles_per_image=1",
+    "data.batch_size=2",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+]
+
 
 @pytest.fixture
 def tiny_cfg(tmp_path: Path):

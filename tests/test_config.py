@@ -53,7 +53,12 @@ def test_data_on_the_command_line_beats_the_models_choice(tmp_path):
 @pytest.mark.parametrize("data", options("data"))
 def test_every_data_option_instantiates(data, tmp_path):
     # what the user names: a file or a corpus folder (read in setup)
-    required = {"abr_file": ["data.path=clinic.h5"], "asvspoof2019": ["data.root=LA"], "in_the_wild": ["data.root=w"]}
+    required = {
+        "abr_file": ["data.path=clinic.h5"],
+        "asvspoof2019": ["data.root=LA"],
+        "in_the_wild": ["data.root=w"],
+        "image_folder": ["data.root=imgs"],
+    }
     cfg = compose_config([f"data={data}", *required.get(data, [])], root_dir=tmp_path)
     assert isinstance(hydra.utils.instantiate(cfg.data, _convert_="all"), L.LightningDataModule)
 

@@ -74,6 +74,25 @@ def test_rawnet2_benchmark_smoke_writes_every_field(tmp_path):
     assert results["rawnet2_lite_stride4_activation_mb_per_clip"] < results["rawnet2_lite_activation_mb_per_clip"]
 
 
+def test_puzzle_benchmark_smoke_writes_every_field(tmp_path):
+    results = load("benchmark").main(["puzzle", "--smoke", "--out", str(tmp_path / "results.json")])["puzzle"]
+    assert results["parameters"] > 0
+    for grid in (4, 2):
+        for field in ("train_s_per_batch", "data_s_per_batch", "data_over_model", "val_data_s_per_batch"):
+            assert results[f"grid{grid}_{field}"] > 0, (grid, field)  # no timing asserted: fields only
+    assert results["grid4_piece_px"] < results["grid2_piece_px"]  # the canvas follows the grid
+
+
+def test_puzzle_baselines_score_template_matching(tmp_path):
+    out = tmp_path / "tm.json"
+    argv = ["data.puzzle_size=64", "data.rows=2", "data.cols=2", "data.puzzles_per_image=1", "--limit", "6"]
+    report = load("puzzle_baselines").main([*argv, "--split", "val", "--out", str(out)])
+    figures = report["results"]["template_ccoeff_normed"]
+    assert figures["pieces"] == 4  # one val photo, one 2 x 2 puzzle: fewer pieces than the limit
+    assert 0 <= figures["acc_iou50"] <= 1 and len(figures["confusion"]) == 4
+    assert json.loads(out.read_text())["data"]["rows"] == 2
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))

@@ -1,6 +1,6 @@
 """Blocks shared between model families: `s4d` (diagonal state-space layer), `rescnn` (multi-scale residual CNN),
 `attention` (transformer, skip-fusion and multi-scale attention blocks), `film` (feature-wise modulation), `sinc`
-(mel-spaced sinc band-pass filterbank)."""
+(mel-spaced sinc band-pass filterbank), `fpn` (feature pyramid network)."""
 
 from abr_lab.layers.attention import (
     AttentionSkipFusion,
@@ -13,6 +13,7 @@ from abr_lab.layers.attention import (
     sinusoidal_positions,
 )
 from abr_lab.layers.film import FiLM
+from abr_lab.layers.fpn import FeaturePyramid
 from abr_lab.layers.rescnn import ResCNNBlock, ResCNNStack
 from abr_lab.layers.s4d import S4D, S4DKernel
 from abr_lab.layers.sinc import SincFilterbank
@@ -22,6 +23,7 @@ __all__ = [
     "AttentionSkipFusion",
     "ConcatSkipFusion",
     "EntropyProbe",
+    "FeaturePyramid",
     "FiLM",
     "MultiScaleAttention",
     "ProbedAttention",

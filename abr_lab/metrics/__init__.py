@@ -1,6 +1,7 @@
 """Metrics shared by the families: torchmetrics objects with their arithmetic in pure functions."""
 
 from abr_lab.metrics.abr import ABRMetrics, confusion_scores, regression_scores, regression_stats
+from abr_lab.metrics.puzzle import PuzzleMetrics, puzzle_scores, puzzle_stats, rotation_confusion
 from abr_lab.metrics.reconstruction import ReconstructionMetrics
 from abr_lab.metrics.signal import WaveformMetrics, waveform_scores, waveform_stats
 from abr_lab.metrics.spoof import (
@@ -18,6 +19,7 @@ from abr_lab.metrics.spoof import (
 __all__ = [
     "ABRMetrics",
     "ASVErrorRates",
+    "PuzzleMetrics",
     "ReconstructionMetrics",
     "SpoofMetrics",
     "TDCFCostModel",
@@ -28,9 +30,12 @@ __all__ = [
     "confusion_scores",
     "det_curve",
     "det_figure",
+    "puzzle_scores",
+    "puzzle_stats",
     "regression_scores",
     "regression_stats",
     "roc_auc",
+    "rotation_confusion",
     "waveform_scores",
     "waveform_stats",
 ]

@@ -1,0 +1,339 @@
+"""PuzzleNet: where a jigsaw piece sits in its puzzle and how it is turned, by correlating features.
+
+A timm backbone (`features_only`) and one `FeaturePyramid` (Lin et al. 2017) shared by piece and puzzle give maps of
+one width at every stride. The piece is run at its four rotation hypotheses (hypothesis r undoes a rotation by r:
+``rot90(piece, -r)``). At each pyramid level the centre of its map (`template_fraction` of the canvas: the cell, less
+the tabs and background around it) is a k x k template; pieces are at puzzle scale, so it covers as many pixels as a
+k x k window of the puzzle's map, and it is matched against every such window of its own puzzle by normalised
+cross-correlation (cosine similarity, 'same' padding, so the map peaks at the piece's centre). The level maps, each
+times a learnable scale, are upsampled to the finest level and summed, and a small residual conv stack
+(zero-initialised, so it starts as the identity) refines them into joint (rotation, y, x) heatmap logits.
+Read-out keeps location all the way (no global pooling):
+
+- rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
+- centre = soft-argmax, the expected cell centre under the location marginal, within `readout_radius` cells of its
+  peak;
+- size = an MLP on the coarsest map of the piece as given, pooled to 2 x 2: (w, h) in the piece's own frame as a
+  fraction of the piece canvas (the piece is at puzzle scale, so that canvas bounds it), swapped by the rotation
+  probabilities;
+- box = centre +- size / 2, clamped to [0, 1].
+
+The correlation scale starts at 10: cosine similarities are small numbers, and the origin project's division by
+sqrt(C) = 16 left a near-flat softmax (correlations ~0.06) from which nothing could be learnt.
+
+Legend: n pieces · p puzzles · r rotation hypotheses (4) · c channels · k template side · l pyramid level ·
+s piece side · S puzzle side · h w heatmap (finest level) size · h_l w_l level l's size.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from abr_lab.layers.fpn import FeaturePyramid
+from abr_lab.registry import register_variant
+
+FAMILY = "puzzle_cnn"
+ROTATIONS = 4
+
+
+def rotation_hypotheses(piece: Tensor) -> Tensor:
+    """(n, c, s, s) pieces -> (n r, c, s, s): row ``4 i + r`` is piece i with a rotation by r undone."""
+    return torch.stack([torch.rot90(piece, -r, dims=(-2, -1)) for r in range(ROTATIONS)], dim=1).flatten(0, 1)
+
+
+def normalized_cross_correlation(puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> Tensor:
+    """Cosine similarity of each template with every k x k window of its piece's puzzle map ('same' padding).
+
+    Args:
+        puzzle_map: (p, c, H, W) puzzle features.
+        templates: (n, r, c, k, k) templates of every piece and hypothesis, k odd.
+        puzzle_index: (n,) the puzzle row of each piece.
+
+    Returns:
+        (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on cell (i, j). Zero padding
+        leaves border windows partial (the missing part counts in neither norm). One convolution per puzzle (a
+        batch holds few puzzles and many pieces), so a puzzle's map is never copied per piece.
+    """
+    n, r, c, k, _ = templates.shape
+    height, width = puzzle_map.shape[-2:]
+    eps = torch.finfo(torch.float32).eps
+    ones = puzzle_map.new_ones(1, 1, k, k)
+    energy = F.conv2d(puzzle_map.pow(2).sum(dim=1, keepdim=True), ones, padding=k // 2)  # (p, 1, H, W): |window|^2
+    window_norm = (energy.clamp_min(0) + eps).sqrt()  # (p, 1, H, W)
+    template_norm = (templates.pow(2).flatten(2).sum(dim=2) + eps).sqrt()  # (n, r)
+    out = puzzle_map.new_zeros(n, r, height, width)
+    for p in puzzle_index.unique().tolist():
+        rows = (puzzle_index == p).nonzero().squeeze(1)  # the pieces of puzzle p
+        weight = templates[rows].reshape(-1, c, k, k)  # (m r, c, k, k)
+        dot = F.conv2d(puzzle_map[p : p + 1], weight, padding=k // 2).view(len(rows), r, height, width)  # (m, r, H, W)
+        out[rows] = dot / (window_norm[p] * template_norm[rows][:, :, None, None])
+    return out  # (n, r, H, W)
+
+
+def template_side(map_side: int, fraction: float) -> tuple[int, int]:
+    """(crop, k): the central crop of a piece map of side `map_side` covering `fraction` of it, and the odd template
+    side k it is pooled to (the crop's side, or one more when that is even and fits)."""
+    crop = max(1, min(map_side, round(fraction * map_side)))
+    if crop % 2:
+        return crop, crop
+    return crop, crop + 1 if crop + 1 <= map_side else crop - 1
+
+
+def make_templates(piece_map: Tensor, fraction: float) -> Tensor:
+    """(m, c, h, w) piece maps -> (m, c, k, k) templates: the central crop holding the piece, at the puzzle's scale."""
+    side = min(piece_map.shape[-2:])
+    crop, k = template_side(side, fraction)
+    top, left = (piece_map.shape[-2] - crop) // 2, (piece_map.shape[-1] - crop) // 2
+    centre = piece_map[..., top : top + crop, left : left + crop]  # (m, c, crop, crop)
+    return centre if crop == k else F.adaptive_avg_pool2d(centre, k)  # (m, c, k, k)
+
+
+def cell_centres(size: int, like: Tensor) -> Tensor:
+    """(size,) normalised centres (i + 0.5) / size of the cells along one axis."""
+    return (torch.arange(size, device=like.device, dtype=like.dtype) + 0.5) / size
+
+
+def peak_window(location: Tensor, radius: int | None) -> Tensor:
+    """(n, h, w) location probabilities -> the same renormalised to the (2 radius + 1)^2 cells around each map's
+    peak (all cells when `radius` is None). A soft-argmax over the whole map returns the mean of every mode, pulled
+    towards the puzzle's centre whenever the heatmap is unsure; around the peak it returns where the peak is."""
+    if radius is None:
+        return location
+    n, h, w = location.shape
+    peak = location.flatten(1).argmax(dim=1)  # (n,)
+    rows = torch.arange(h, device=location.device)[None, :, None]  # (1, h, 1)
+    cols = torch.arange(w, device=location.device)[None, None, :]  # (1, 1, w)
+    near = ((rows - (peak // w)[:, None, None]).abs() <= radius) & ((cols - (peak % w)[:, None, None]).abs() <= radius)
+    windowed = location * near  # (n, h, w)
+    return windowed / windowed.sum(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(location.dtype).tiny)
+
+
+def read_out(heatmap: Tensor, size: Tensor, radius: int | None = None) -> tuple[Tensor, Tensor]:
+    """Joint heatmap logits (n, r, h, w) and (n, 2) piece-frame size (w, h) -> (n, 4) box, (n, r) rotation logits.
+    The centre is the soft-argmax of the location marginal within `radius` cells of its peak (`peak_window`)."""
+    n, r, h, w = heatmap.shape
+    heatmap = heatmap.float()
+    probs = heatmap.flatten(1).softmax(dim=1).view(n, r, h, w)  # joint softmax over (r, h, w)
+    location = peak_window(probs.sum(dim=1), radius)  # (n, h, w)
+    cx = (location.sum(dim=1) * cell_centres(w, heatmap)).sum(dim=1)  # (n,) soft-argmax
+    cy = (location.sum(dim=2) * cell_centres(h, heatmap)).sum(dim=1)  # (n,)
+    rotation_logits = heatmap.flatten(2).logsumexp(dim=2)  # (n, r)
+    rotation = probs.sum(dim=(2, 3))  # (n, r) = softmax(rotation_logits)
+    p_even, p_odd = rotation[:, 0::2].sum(dim=1), rotation[:, 1::2].sum(dim=1)  # (n,): odd turns swap w and h
+    size = size.float()
+    width = p_even * size[:, 0] + p_odd * size[:, 1]  # (n,) in the puzzle's frame
+    height = p_even * size[:, 1] + p_odd * size[:, 0]  # (n,)
+    box = torch.stack([cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2], dim=1)  # (n, 4)
+    return box.clamp(0, 1), rotation_logits
+
+
+def _canonical(key: str) -> str:
+    """timm's `features_only` wrappers flatten module paths ('stem.0' -> 'stem_0'): compare keys with '_' as '.'."""
+    return key.replace("_", ".")
+
+
+def _read_state_dict(path: Path) -> dict[str, Tensor]:
+    """The tensors of a state dict file, or of its ``state_dict`` entry; errors name the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained_path: no such file {str(path)!r}")
+    try:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            # a Lightning checkpoint of a Hydra run pickles OmegaConf hyperparameters, which the weights-only
+            # unpickler refuses; the file is one the user named in the config, trusted as the config itself
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"pretrained_path {str(path)!r}: not a loadable state dict ({err})") from err
+    state = loaded.get("state_dict", loaded) if isinstance(loaded, Mapping) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"pretrained_path {str(path)!r}: expected a state dict, got {type(loaded).__name__}")
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load `backbone`'s weights from the local file `path`; nothing is ever downloaded.
+
+    The file holds a state dict (timm or torchvision, classifier keys are ignored) or a checkpoint with a
+    ``state_dict`` entry (e.g. a Lightning checkpoint of a PuzzleModule); a common key prefix (``module.``,
+    ``backbone.``, ``net.backbone.``) is found and stripped.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        ValueError: the file is unreadable, or misses (or mis-shapes) weights of the backbone; the message names the
+            file and a few keys.
+    """
+    path = Path(path)
+    source = {_canonical(k): v for k, v in _read_state_dict(path).items()}
+    own = {_canonical(k): k for k in backbone.state_dict()}
+    anchor = next(iter(own))
+    prefixes = sorted({"", *(k[: -len(anchor)] for k in source if k.endswith("." + anchor))})
+    prefix = max(prefixes, key=lambda p: sum(p + k in source for k in own))
+    missing = [key for canon, key in own.items() if prefix + canon not in source and "num_batches" not in key]
+    if missing:
+        raise ValueError(
+            f"pretrained_path {str(path)!r}: {len(missing)} of {len(own)} backbone weights missing, e.g. {missing[:4]}"
+        )
+    own_state = backbone.state_dict()
+    weights = {key: source[prefix + canon] for canon, key in own.items() if prefix + canon in source}
+    wrong = [
+        f"{k}: {tuple(v.shape)} != {tuple(own_state[k].shape)}"
+        for k, v in weights.items()
+        if v.shape != own_state[k].shape
+    ]
+    if wrong:
+        raise ValueError(f"pretrained_path {str(path)!r}: weights of the wrong shape, e.g. {wrong[:3]}")
+    backbone.load_state_dict(weights, strict=False)
+
+
+class CorrelationFusion(nn.Module):
+    """Level correlation maps -> joint heatmap logits: sum of exp(log_scale_l) x map_l (bilinear to the finest
+    level) plus a residual conv refinement of the stacked scaled maps whose last conv starts at zero."""
+
+    def __init__(self, levels: int, refine_channels: int, init_scale: float) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.full((levels,), math.log(init_scale)))
+        self.refine = nn.Sequential(
+            nn.Conv2d(ROTATIONS * levels, refine_channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(refine_channels, ROTATIONS, kernel_size=3, padding=1),
+        )
+        nn.init.zeros_(self.refine[-1].weight)
+        nn.init.zeros_(self.refine[-1].bias)
+
+    def forward(self, correlations: Sequence[Tensor]) -> Tensor:
+        """[(n, r, h_l, w_l)] fine -> coarse -> (n, r, h, w) logits at the finest level's size."""
+        size = correlations[0].shape[-2:]
+        scaled = [
+            F.interpolate(corr * scale, size=size, mode="bilinear", align_corners=False)
+            if corr.shape[-2:] != size
+            else corr * scale
+            for corr, scale in zip(correlations, self.log_scale.exp(), strict=True)
+        ]  # [(n, r, h, w)]
+        return torch.stack(scaled).sum(dim=0) + self.refine(torch.cat(scaled, dim=1))  # (n, r, h, w)
+
+
+class PuzzleNet(nn.Module):
+    """Piece-in-puzzle localisation and rotation by multi-level normalised cross-correlation (see the module doc).
+
+    Args:
+        backbone: timm model name, built with ``features_only`` and random weights.
+        out_indices: the backbone stages fed to the pyramid (finest first); the first sets the heatmap's stride.
+        fpn_channels: width of the pyramid (and so of every template).
+        template_fraction: share of the piece canvas (centred) a template covers; the canvas holds the cell plus the
+            tabs, the scale jitter and some background (~0.6 of it is the cell).
+        refine_channels: width of the heatmap's residual refinement.
+        size_hidden: hidden width of the size MLP.
+        init_scale: initial factor on every level's cosine similarities (learnt, as its log).
+        readout_radius: the box centre is the soft-argmax within this many heatmap cells of the peak (None = the
+            whole map).
+        pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        out_indices: Sequence[int] = (2, 3, 4),
+        fpn_channels: int = 128,
+        template_fraction: float = 0.6,
+        refine_channels: int = 32,
+        size_hidden: int = 128,
+        init_scale: float = 10.0,
+        readout_radius: int | None = 2,
+        pretrained_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not timm.is_model(backbone):
+            raise ValueError(f"backbone: unknown timm model {backbone!r} (see timm.list_models())")
+        if len(out_indices) < 1:
+            raise ValueError("out_indices: need at least one backbone stage")
+        if not 0 < template_fraction <= 1:
+            raise ValueError(f"template_fraction must be in (0, 1], got {template_fraction}")
+        if fpn_channels < 1 or refine_channels < 1 or size_hidden < 1 or not init_scale > 0:
+            raise ValueError("fpn_channels, refine_channels, size_hidden must be >= 1 and init_scale > 0")
+        if readout_radius is not None and readout_radius < 0:
+            raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
+        self.template_fraction = template_fraction
+        self.readout_radius = readout_radius
+        # encoder
+        self.backbone = timm.create_model(
+            backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
+        )
+        self.strides = tuple(self.backbone.feature_info.reduction())
+        if pretrained_path is not None:
+            load_backbone_weights(self.backbone, pretrained_path)
+        self.fpn = FeaturePyramid(self.backbone.feature_info.channels(), fpn_channels)
+        # heads
+        self.fusion = CorrelationFusion(len(self.strides), refine_channels, init_scale)
+        self.size_head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(fpn_channels * 4, size_hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(size_hidden, 2),
+        )
+
+    def forward_features(self, piece: Tensor, puzzle: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> pyramids fine -> coarse: the puzzles' [(p, c, H_l, W_l)], the
+        pieces' templates [(n, r, c, k_l, k_l)] (hypothesis r undoes a rotation by r) and the coarsest map of the
+        piece as given, (n, c, h_L, w_L)."""
+        n = piece.shape[0]
+        puzzle_maps = self.fpn(self.backbone(puzzle))  # [(p, c, H_l, W_l)]
+        piece_maps = self.fpn(self.backbone(rotation_hypotheses(piece)))  # [(n r, c, h_l, w_l)]
+        templates = [
+            make_templates(m, self.template_fraction).unflatten(0, (n, ROTATIONS)) for m in piece_maps
+        ]  # [(n, r, c, k_l, k_l)]
+        return puzzle_maps, templates, piece_maps[-1].unflatten(0, (n, ROTATIONS))[:, 0]
+
+    def forward_head(
+        self,
+        puzzle_maps: Sequence[Tensor],
+        templates: Sequence[Tensor],
+        piece_map: Tensor,
+        puzzle_index: Tensor,
+        size_scale: float,
+    ) -> dict[str, Tensor | list[Tensor]]:
+        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side -> the output dict."""
+        correlations = [
+            normalized_cross_correlation(pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
+        ]  # [(n, r, H_l, W_l)]
+        heatmap = self.fusion(correlations)  # (n, r, h, w)
+        size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
+        box, rotation_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r)
+        return {"box": box, "rotation_logits": rotation_logits, "heatmap": heatmap, "correlations": correlations}
+
+    def forward(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> dict[str, Tensor | list[Tensor]]:
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece -> dict with "box" (n, 4),
+        "rotation_logits" (n, 4), "heatmap" (n, 4, h, w) and "correlations" [(n, 4, H_l, W_l)]."""
+        if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:
+            shapes = f"{tuple(piece.shape)} and {tuple(puzzle.shape)}"
+            raise ValueError(f"expected square pieces (n, 3, s, s) and puzzles (p, 3, S, S), got {shapes}")
+        if puzzle_index.shape != piece.shape[:1]:
+            raise ValueError(f"puzzle_index: expected shape ({piece.shape[0]},), got {tuple(puzzle_index.shape)}")
+        puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
+        size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
+        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale)
+
+
+register_variant(
+    "puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128, template_fraction=0.6
+)
+# timm's 0.37 M-parameter test ResNet and a 16-wide pyramid: a 64 x 64 puzzle in milliseconds, for tests and smoke runs
+register_variant(
+    "puzzle_cnn_tiny",
+    PuzzleNet,
+    FAMILY,
+    backbone="test_resnet",
+    out_indices=(2, 3, 4),
+    fpn_channels=16,
+    refine_channels=8,
+    size_hidden=16,
+)

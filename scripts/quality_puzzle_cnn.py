@@ -1,0 +1,100 @@
+"""Quality bar of the PuzzleCNN family: train the default recipe, then print its test figures beside template matching.
+
+    python scripts/quality_puzzle_cnn.py [hydra overrides ...]      (what `make quality-puzzle` runs: model=puzzle_cnn)
+
+Trains `model=puzzle_cnn` (plus the overrides) through train.py exactly as a user would, reads the run's
+metrics.json, and compares the test split (photographs never seen in training, at the configured grid, 16 x 16 by
+default) with OpenCV template matching of the piece at four rotations and three scales (`scripts/puzzle_baselines.py`;
+reused from `outputs/baselines/puzzle_baselines.json` when that file was made on the same data config, else run now:
+~0.7 s per piece on one core). Writes `quality.json` in the run directory and exits non-zero if the bar is missed:
+rotation accuracy >= 95 %, accuracy at IoU >= 0.5 >= 80 %, prediction spread ratio >= 0.8, and better than template
+matching on both rotation accuracy and accuracy at IoU >= 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import puzzle_baselines  # noqa: E402
+
+from abr_lab.config import compose_config  # noqa: E402
+
+BARS = {"rotation_accuracy": 0.95, "acc_iou50": 0.80, "spread_ratio": 0.8}
+BEAT_BASELINE = ("rotation_accuracy", "acc_iou50")
+KEYS = ("iou", "acc_iou50", "centre_error", "rotation_accuracy", "spread_ratio")
+
+
+def data_config(overrides: list[str]) -> dict[str, Any]:
+    """The run's resolved data config (what the baseline must share)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(["model=puzzle_cnn", *overrides], output_dir=tmp, root_dir=REPO)
+        return OmegaConf.to_container(cfg.data, resolve=True)
+
+
+def baseline_figures(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Template matching's test figures, from the cache when it was made on the same data, else computed now."""
+    cache = puzzle_baselines.DEFAULT_OUT
+    if cache.exists():
+        report = json.loads(cache.read_text())
+        if report.get("data") == data and report.get("split") == "test" and report["settings"].get("limit") is None:
+            return report["results"]["template_ccoeff_normed"]
+    data_overrides = [o for o in overrides if o.startswith(("data.", "data="))]
+    return puzzle_baselines.main(data_overrides)["results"]["template_ccoeff_normed"]
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    head = f"{'model':<20} {'IoU':>6} {'acc@0.5':>8} {'centre err':>11} {'rot acc':>8} {'spread':>7}"
+    lines = [head]
+    for name, r in rows.items():
+        lines.append(
+            f"{name:<20} {r['iou']:>6.3f} {r['acc_iou50']:>8.3f} {r['centre_error']:>11.3f}"
+            f" {r['rotation_accuracy']:>8.3f} {r['spread_ratio']:>7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def verdict(mine: dict[str, float], baseline: dict[str, float]) -> dict[str, bool]:
+    checks = {f"{key} >= {bar}": mine[key] >= bar for key, bar in BARS.items()}
+    checks.update({f"{key} above template matching": mine[key] > baseline[key] for key in BEAT_BASELINE})
+    return checks
+
+
+def main(overrides: list[str]) -> int:
+    run_dir = REPO / "outputs" / "quality" / "puzzle_cnn" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    command = [sys.executable, str(REPO / "train.py"), "model=puzzle_cnn", f"hydra.run.dir={run_dir}", *overrides]
+    start = time.time()
+    subprocess.run(command, cwd=REPO, check=True)
+    minutes = (time.time() - start) / 60
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    data = data_config(overrides)
+    mine = {key: summary["test"][f"test/{key}"] for key in KEYS}
+    baseline = {key: baseline_figures(data, overrides)[key] for key in KEYS}
+    rows = {"puzzle_cnn": mine, "template_matching": baseline}
+
+    grid = f"{data['rows']} x {data['cols']}"
+    print(f"\nPuzzleCNN, test split: photos {data.get('test_images', 'of the folder')}, grid {grid}, puzzle")
+    print(f"{data['puzzle_size']} px ({minutes:.1f} min of training and testing; run: {run_dir})")
+    print(table(rows))
+    checks = verdict(mine, baseline)
+    for check, ok in checks.items():
+        print(f"  {check}: {'yes' if ok else 'NO'}")
+    passed = all(checks.values())
+    print(f"bar: {'PASS' if passed else 'FAIL'}")
+    report = {"rows": rows, "checks": checks, "passed": passed, "minutes": minutes, "overrides": overrides}
+    (run_dir / "quality.json").write_text(json.dumps(report, indent=2))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

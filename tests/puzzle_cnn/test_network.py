@@ -1,0 +1,223 @@
+"""PuzzleNet: the output contract for every variant, gradients, the correlation's peak and rotation hypotheses, the
+read-out, a peaked heatmap at init, and backbone weights from a local file."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from abr_lab.puzzle_cnn.network import (
+    PuzzleNet,
+    make_templates,
+    normalized_cross_correlation,
+    peak_window,
+    read_out,
+    rotation_hypotheses,
+    template_side,
+)
+from abr_lab.registry import create_model, list_models
+
+
+def batch(pieces: int = 3, puzzles: int = 2, piece_size: int = 32, puzzle_size: int = 64) -> tuple[torch.Tensor, ...]:
+    torch.manual_seed(0)
+    piece = torch.randn(pieces, 3, piece_size, piece_size)
+    puzzle = torch.randn(puzzles, 3, puzzle_size, puzzle_size)
+    return piece, puzzle, torch.arange(pieces) % puzzles
+
+
+def test_variants_are_registered() -> None:
+    assert {"puzzle_cnn", "puzzle_cnn_tiny"} <= set(list_models("puzzle_cnn"))
+
+
+@pytest.mark.parametrize("name", list_models("puzzle_cnn"))
+def test_every_variant_follows_the_output_contract(name: str) -> None:
+    net = create_model(name)
+    piece, puzzle, index = batch()
+    out = net(piece, puzzle, index)
+    box, logits, heatmap, correlations = out["box"], out["rotation_logits"], out["heatmap"], out["correlations"]
+    assert box.shape == (3, 4) and logits.shape == (3, 4)
+    assert heatmap.shape == (3, 4, 64 // net.strides[0], 64 // net.strides[0])
+    assert [tuple(c.shape) for c in correlations] == [(3, 4, 64 // s, 64 // s) for s in net.strides]
+    for tensor in (box, logits, heatmap, *correlations):
+        assert torch.isfinite(tensor).all()
+    assert (box >= 0).all() and (box <= 1).all() and (box[:, :2] <= box[:, 2:]).all()
+    assert all(c.abs().max() <= 1 + 1e-5 for c in correlations)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    net = create_model("puzzle_cnn_tiny")
+    # zero-initialised tensors (the refinement's last conv, timm's last BN scale of each residual block) zero the
+    # gradient of what feeds them at step 0: perturb them, so that a zero gradient below means a broken path
+    with torch.no_grad():
+        for param in net.parameters():
+            if not param.any():
+                param.normal_(std=0.01)
+    piece, puzzle, index = batch()
+    out = net(piece, puzzle, index)
+    target = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.7, 0.6], [0.0, 0.6, 0.2, 0.9]])
+    loss = F.l1_loss(out["box"], target) + F.cross_entropy(out["rotation_logits"], torch.tensor([0, 1, 3]))
+    loss.backward()
+    for name, param in net.named_parameters():
+        assert param.grad is not None, name
+        assert torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_rotation_hypothesis_r_undoes_a_rotation_by_r() -> None:
+    upright = torch.randn(1, 3, 8, 8)
+    for k in range(4):
+        hypotheses = rotation_hypotheses(torch.rot90(upright, k, dims=(-2, -1)))  # (4, 3, 8, 8)
+        torch.testing.assert_close(hypotheses[k], upright[0])
+
+
+def test_correlation_peaks_at_the_cut_location_and_rotation() -> None:
+    torch.manual_seed(1)
+    puzzle_map = torch.randn(2, 8, 12, 10)  # (p, c, H, W)
+    k = 3
+    cases = [(0, 4, 5, 0), (1, 2, 7, 1), (0, 9, 1, 2), (1, 6, 3, 3), (1, 10, 8, 1)]  # (puzzle, y, x, rotation)
+    templates, index = [], []
+    for p, y, x, rotation in cases:
+        window = puzzle_map[p, :, y - 1 : y + 2, x - 1 : x + 2]  # (c, k, k) centred on (y, x)
+        feature = torch.rot90(window, rotation, dims=(-2, -1))  # the piece, turned
+        templates.append(torch.stack([torch.rot90(feature, -r, dims=(-2, -1)) for r in range(4)]))  # (r, c, k, k)
+        index.append(p)
+    corr = normalized_cross_correlation(puzzle_map, torch.stack(templates), torch.tensor(index))  # (n, r, H, W)
+    assert corr.shape == (5, 4, 12, 10) and corr.abs().max() <= 1 + 1e-5
+    for i, (_, y, x, rotation) in enumerate(cases):
+        flat = int(corr[i].flatten().argmax())
+        assert (flat // 120, flat // 10 % 12, flat % 10) == (rotation, y, x)
+        assert float(corr[i, rotation, y, x]) == pytest.approx(1.0, abs=1e-5)
+    # against a naive cosine of every window (zero-padded), piece by piece
+    padded = F.pad(puzzle_map, (1, 1, 1, 1))
+    windows = F.unfold(padded, k).view(2, 8 * k * k, 12, 10)  # (p, c k k, H, W)
+    for i, p in enumerate(index):
+        naive = F.cosine_similarity(
+            templates[i].flatten(1)[:, :, None, None], windows[p][None], dim=1, eps=1e-12
+        )  # (r, H, W)
+        torch.testing.assert_close(corr[i], naive, atol=1e-5, rtol=1e-4)
+
+
+def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() -> None:
+    heatmap = torch.zeros(2, 4, 4, 8)
+    heatmap[0, 0, 1, 5] = 50.0  # upright, row 1, col 5
+    heatmap[1, 3, 2, 0] = 50.0  # turned three times, row 2, col 0
+    size = torch.tensor([[0.2, 0.1], [0.1, 0.2]])  # (w, h) in the piece's own frame
+    box, logits = read_out(heatmap, size)
+    assert logits.argmax(dim=1).tolist() == [0, 3]
+    expected = torch.tensor([[5.5 / 8 - 0.1, 1.5 / 4 - 0.05, 5.5 / 8 + 0.1, 1.5 / 4 + 0.05],
+                             [0.0, 2.5 / 4 - 0.05, 0.5 / 8 + 0.1, 2.5 / 4 + 0.05]])  # fmt: skip
+    torch.testing.assert_close(box, expected, atol=1e-4, rtol=0)  # the second one clamped at x = 0
+
+
+def test_heatmap_is_peaked_at_init() -> None:
+    net = create_model("puzzle_cnn_tiny")
+    torch.testing.assert_close(net.fusion.log_scale, torch.full_like(net.fusion.log_scale, math.log(10.0)))
+    piece, puzzle, index = batch(pieces=4)
+    with torch.no_grad():
+        heatmap = net(piece, puzzle, index)["heatmap"]
+    cells = heatmap[0].numel()
+    top = heatmap.flatten(1).softmax(dim=1).amax(dim=1)  # (n,)
+    assert (top > 3.0 / cells).all(), top * cells
+
+
+def _perturbed_tiny_net(seed: int) -> PuzzleNet:
+    torch.manual_seed(seed)
+    net = create_model("puzzle_cnn_tiny")
+    with torch.no_grad():
+        for tensor in net.backbone.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(0.1 * torch.rand_like(tensor))  # weights and BN statistics no init reproduces
+    return net.eval()
+
+
+def test_pretrained_path_loads_the_backbone_from_a_checkpoint(tmp_path: Path) -> None:
+    source = _perturbed_tiny_net(seed=0)
+    path = tmp_path / "puzzle.ckpt"  # as a Lightning checkpoint of a PuzzleModule, trained from Hydra, stores it
+    state = {f"net.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"arch_kwargs": OmegaConf.create({"x": 1})}}, path)
+    torch.manual_seed(0)  # the same heads as `source`, a fresh backbone, then the file's
+    loaded = create_model("puzzle_cnn_tiny", pretrained_path=str(path)).eval()
+    torch.manual_seed(0)
+    fresh = create_model("puzzle_cnn_tiny").eval()
+    piece, puzzle, index = batch()
+    with torch.no_grad():
+        expected, got, other = source(piece, puzzle, index), loaded(piece, puzzle, index), fresh(piece, puzzle, index)
+    for key in ("box", "rotation_logits", "heatmap"):
+        torch.testing.assert_close(got[key], expected[key])
+    assert not torch.allclose(other["heatmap"], expected["heatmap"])
+
+
+def test_pretrained_path_takes_a_timm_state_dict_and_ignores_its_classifier(tmp_path: Path) -> None:
+    classifier = timm.create_model("test_resnet", pretrained=False)
+    path = tmp_path / "test_resnet.pth"
+    torch.save(classifier.state_dict(), path)
+    net = create_model("puzzle_cnn_tiny", pretrained_path=str(path))
+    weights = classifier.state_dict()
+    for key, value in net.backbone.state_dict().items():
+        torch.testing.assert_close(value, weights[key])
+
+
+def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        create_model("puzzle_cnn_tiny", pretrained_path=str(tmp_path / "nowhere.pth"))
+    state = timm.create_model("test_resnet", pretrained=False).state_dict()
+    del state["conv1.0.weight"]
+    path = tmp_path / "partial.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"partial\.pth.*conv1\.0\.weight"):
+        create_model("puzzle_cnn_tiny", pretrained_path=str(path))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage\.pth"):
+        create_model("puzzle_cnn_tiny", pretrained_path=str(garbage))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"backbone": "no_such_net"}, "backbone"),
+        ({"template_fraction": 0.0}, "template_fraction"),
+        ({"template_fraction": 1.5}, "template_fraction"),
+        ({"out_indices": ()}, "out_indices"),
+    ],
+)
+def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model("puzzle_cnn_tiny", **overrides)
+
+
+def test_input_errors_name_the_shape() -> None:
+    net = create_model("puzzle_cnn_tiny")
+    piece, puzzle, index = batch()
+    with pytest.raises(ValueError, match="puzzle_index"):
+        net(piece, puzzle, index[:2])
+    with pytest.raises(ValueError, match="square pieces"):
+        net(piece[..., :30], puzzle, index)
+
+
+def test_templates_are_the_odd_centre_of_the_piece_map() -> None:
+    assert template_side(7, 0.6) == (4, 5)  # 4.2 -> 4 cells, pooled to the odd 5
+    assert template_side(12, 0.6) == (7, 7)
+    assert template_side(2, 0.6) == (1, 1)
+    assert template_side(4, 1.0) == (4, 3)  # no room for 5
+    piece_map = torch.arange(49.0).view(1, 1, 7, 7)
+    centre = make_templates(torch.arange(81.0).view(1, 1, 9, 9), 0.34)  # crop 3 of 9: the centre 3 x 3, unpooled
+    assert torch.equal(centre, torch.arange(81.0).view(9, 9)[3:6, 3:6][None, None])
+    assert make_templates(piece_map, 0.6).shape == (1, 1, 5, 5)
+
+
+def test_peak_window_reads_the_peak_not_the_mean_of_two_modes() -> None:
+    location = torch.zeros(1, 1, 9)
+    location[0, 0, 1], location[0, 0, 7] = 0.6, 0.4  # two modes on one row
+    whole = (peak_window(location, None)[0, 0] * (torch.arange(9) + 0.5) / 9).sum()
+    near = (peak_window(location, 2)[0, 0] * (torch.arange(9) + 0.5) / 9).sum()
+    assert whole == pytest.approx((0.6 * 1.5 + 0.4 * 7.5) / 9)  # between the modes
+    assert near == pytest.approx(1.5 / 9)  # on the stronger one
+    with pytest.raises(ValueError, match="readout_radius"):
+        create_model("puzzle_cnn_tiny", readout_radius=-1)
