@@ -5,9 +5,10 @@ one width at every stride. The piece is run at its four rotation hypotheses (hyp
 ``rot90(piece, -r)``). At each pyramid level the centre of its map (`template_fraction` of the canvas: the cell, less
 the tabs and background around it) is a k x k template; pieces are at puzzle scale, so it covers as many pixels as a
 k x k window of the puzzle's map, and it is matched against every such window of its own puzzle by normalised
-cross-correlation (cosine similarity, 'same' padding, so the map peaks at the piece's centre). The level maps, each
-times a learnable scale, are upsampled to the finest level and summed, and a small residual conv stack
-(zero-initialised, so it starts as the identity) refines them into joint (rotation, y, x) heatmap logits.
+cross-correlation (cosine similarity after `centre_on_puzzle`, 'same' padding, so the map peaks at the piece's
+centre). The level maps, each times a learnable scale, are upsampled to the finest level and summed, and a small
+residual conv stack (zero-initialised, so it starts as the identity) refines them into joint (rotation, y, x)
+heatmap logits.
 Read-out keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
@@ -76,6 +77,13 @@ def normalized_cross_correlation(puzzle_map: Tensor, templates: Tensor, puzzle_i
         dot = F.conv2d(puzzle_map[p : p + 1], weight, padding=k // 2).view(len(rows), r, height, width)  # (m, r, H, W)
         out[rows] = dot / (window_norm[p] * template_norm[rows][:, :, None, None])
     return out  # (n, r, H, W)
+
+
+def centre_on_puzzle(puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> tuple[Tensor, Tensor]:
+    """Subtract each puzzle's mean feature, (p, c, 1, 1), from its (p, c, H, W) map and from the (n, r, c, k, k)
+    templates of its pieces: a feature direction every location shares no longer counts as a match."""
+    mean = puzzle_map.mean(dim=(2, 3), keepdim=True)  # (p, c, 1, 1)
+    return puzzle_map - mean, templates - mean[puzzle_index][:, None]  # (p, c, H, W), (n, r, c, k, k)
 
 
 def template_side(map_side: int, fraction: float) -> tuple[int, int]:
@@ -233,6 +241,9 @@ class PuzzleNet(nn.Module):
         refine_channels: width of the heatmap's residual refinement.
         size_hidden: hidden width of the size MLP.
         init_scale: initial factor on every level's cosine similarities (learnt, as its log).
+        centre_features: subtract each puzzle's mean feature (per level and channel) from its map and from its
+            pieces' templates before correlating, as zero-mean NCC does with pixels; without it the cosine is
+            dominated by the direction every feature shares, and the maps show the puzzle more than the piece.
         readout_radius: the box centre is the soft-argmax within this many heatmap cells of the peak (None = the
             whole map).
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
@@ -247,6 +258,7 @@ class PuzzleNet(nn.Module):
         refine_channels: int = 32,
         size_hidden: int = 128,
         init_scale: float = 10.0,
+        centre_features: bool = True,
         readout_radius: int | None = 2,
         pretrained_path: str | None = None,
     ) -> None:
@@ -263,6 +275,7 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
         self.template_fraction = template_fraction
         self.readout_radius = readout_radius
+        self.centre_features = centre_features
         # encoder
         self.backbone = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
@@ -302,6 +315,9 @@ class PuzzleNet(nn.Module):
         size_scale: float,
     ) -> dict[str, Tensor | list[Tensor]]:
         """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side -> the output dict."""
+        if self.centre_features:
+            centred = [centre_on_puzzle(pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)]
+            puzzle_maps, templates = [pm for pm, _ in centred], [t for _, t in centred]
         correlations = [
             normalized_cross_correlation(pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)]

@@ -88,6 +88,7 @@ def test_tiny_model_learns_a_2x2_puzzle_above_chance(tmp_path) -> None:
     )
     trainer.fit(module, dm)
     test = trainer.test(module, dm, verbose=False)[0]
-    # measured: 0.70 and 0.41 on the 64 test pieces of chelsea and rocket (never seen in training)
+    # measured (same settings, outside pytest): rotation 0.75, acc@0.5 0.33 on the 64 test pieces of chelsea and
+    # rocket, never seen in training
     assert test["test/rotation_accuracy"] > 0.45
     assert test["test/acc_iou50"] > 0.3

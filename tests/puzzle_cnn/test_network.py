@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
+    centre_on_puzzle,
     make_templates,
     normalized_cross_correlation,
     peak_window,
@@ -221,3 +222,16 @@ def test_peak_window_reads_the_peak_not_the_mean_of_two_modes() -> None:
     assert near == pytest.approx(1.5 / 9)  # on the stronger one
     with pytest.raises(ValueError, match="readout_radius"):
         create_model("puzzle_cnn_tiny", readout_radius=-1)
+
+
+def test_centred_correlation_ignores_a_feature_offset_shared_by_piece_and_puzzle() -> None:
+    torch.manual_seed(0)
+    puzzle_map, templates, index = torch.randn(2, 8, 10, 10), torch.randn(3, 4, 8, 3, 3), torch.tensor([0, 1, 1])
+    offset = 5 * torch.randn(1, 8, 1, 1)  # what plain cosine similarity would be dominated by
+    plain = normalized_cross_correlation(*centre_on_puzzle(puzzle_map, templates, index), index)
+    shifted = normalized_cross_correlation(
+        *centre_on_puzzle(puzzle_map + offset, templates + offset[:, None], index), index
+    )
+    torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-4)
+    out = create_model("puzzle_cnn_tiny", centre_features=True)(*batch())
+    assert torch.isfinite(out["heatmap"]).all()
