@@ -41,3 +41,13 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         raise ValueError(f"unknown model variant {name!r}; registered: {list_models()}")
     variant = _REGISTRY[name]
     return variant.cls(**{**variant.kwargs, **overrides})
+
+
+def compile_network(net: nn.Module) -> nn.Module:
+    """Compile `net` in place with `torch.compile` (``model.compile=true``).
+
+    `nn.Module.compile` wraps the module's call, not the module: its `state_dict` keeps its own key names (no
+    ``_orig_mod.`` prefix), so checkpoints load into an uncompiled network.
+    """
+    net.compile()
+    return net

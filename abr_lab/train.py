@@ -1,27 +1,62 @@
 """Training entry point: `python train.py model=<family> [overrides]`, or the console script `abr-train`.
 
-Flow: print and save the resolved config; seed; instantiate the DataModule, the LightningModule, callbacks, loggers
-and the trainer from the config; fit; test the best checkpoint; write `metrics.json`; return the value of
-`optimized_metric` so Hydra sweepers can optimise it.
+Flow: (on `resume`, reload the run's config, `abr_lab.resume`); print and save the resolved config; seed; instantiate
+the DataModule, the LightningModule, callbacks, loggers and the trainer from the config; fit; test the best
+checkpoint; write `metrics.json`; return the value of `optimized_metric` so Hydra sweepers can optimise it.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
+from abr_lab.checkpoint import StoreRunConfig
+from abr_lab.resume import RNGState, register_resolvers, resumed_config, wants_resume
 from abr_lab.run_dir import save_config, write_metrics
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+register_resolvers()  # ${resume_dir:...} in conf/hydra/default.yaml
+
+
+class NonFiniteObjectiveError(RuntimeError):
+    """The run's objective is NaN or infinite: a sweeper that optimises it records the trial as failed."""
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_launcher(trainer: L.Trainer) -> None:
+    """Refuse Lightning's subprocess DDP launcher inside a Hydra multirun.
+
+    That launcher starts the other ranks by re-running the command line, `-m` and all: each rank would start a sweep
+    of its own. Spawned processes (`trainer=ddp_sim`, `strategy=ddp_spawn`) and processes started by SLURM or torchrun
+    (`trainer=multi_node`) are safe; so is one job per node through `hydra/launcher=submitit_slurm`.
+    """
+    strategy = trainer.strategy
+    environment = getattr(strategy, "cluster_environment", None)
+    relaunches = isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher) and not (
+        environment is not None and environment.creates_processes_externally
+    )
+    if in_multirun() and relaunches:
+        raise ValueError(
+            "trainer.strategy=ddp starts its processes by re-running the command line, which inside a Hydra multirun "
+            "(-m) starts a second sweep: use trainer=ddp_sim (CPU), trainer.strategy=ddp_spawn (GPU), or run each "
+            "job under SLURM/torchrun (trainer=multi_node with hydra/launcher=submitit_slurm)"
+        )
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -59,6 +94,8 @@ def checkpoint_facts(path: str, monitor: str) -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training + test and return the run's summary (what `metrics.json` holds)."""
+    if wants_resume(cfg.get("resume"), cfg.get("ckpt_path")):
+        cfg = resumed_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     save_config(cfg, output_dir)
     if cfg.get("seed") is not None:
@@ -75,10 +112,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks: list[Callback] = instantiate_group(cfg.get("callbacks"))
     if cfg.get("curriculum"):  # curriculum=none is empty
         callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
+    callbacks += [StoreRunConfig(cfg), RNGState()]  # what evaluate.py, predict.py and a resume rely on
     loggers: list[Logger] = instantiate_group(cfg.get("logger"))
     if not loggers:  # Lightning refuses a LearningRateMonitor without a logger; with logger=none there is none
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_launcher(trainer)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_metrics = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -95,6 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **progress_facts(trainer, cfg.monitor.metric),
         "fit": fit_metrics,
     }
+    summary["optimized_metric"] = cfg.get("optimized_metric")
+    summary["objective"] = objective(cfg, summary)
     write_metrics(output_dir, summary)  # rank zero only
     return summary
 
@@ -119,12 +160,24 @@ def objective(cfg: DictConfig, summary: dict[str, Any]) -> float | None:
     for source in (summary["test"], summary["fit"]):
         if name in source:
             return float(source[name])
-    raise KeyError(f"optimized_metric={name!r} was not logged; test metrics: {sorted(summary['test'])}")
+    log.warning("optimized_metric=%s was not logged (test metrics: %s): no objective", name, sorted(summary["test"]))
+    return None
+
+
+def sweep_value(value: float | None) -> float | None:
+    """The value returned to Hydra. A sweeper that optimises it (Optuna: any but the basic one) gets an exception
+    for NaN, infinity or no value, which it records as a failed trial and goes on (Optuna 2.x handed a NaN ends
+    the whole sweep)."""
+    if (value is not None and math.isfinite(value)) or not in_multirun():
+        return value
+    if HydraConfig.get().sweeper._target_ == "hydra._internal.core_plugins.basic_sweeper.BasicSweeper":
+        return value
+    raise NonFiniteObjectiveError(f"the objective is {value} (see metrics.json and the log): this trial failed")
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return objective(cfg, train(cfg))
+    return sweep_value(train(cfg)["objective"])
 
 
 if __name__ == "__main__":

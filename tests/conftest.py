@@ -26,6 +26,20 @@ TINY_LSTM = [
     "trainer.log_every_n_steps=1",
 ]
 
+# Tiny ABR task: the small simulated data set, the tiny U-Net.
+TINY_UNET = [
+    "model=optimized_unet",
+    "model.arch=optimized_unet_tiny",
+    "data=abr_small",
+    "data.batch_size=32",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "model.warmup_steps=2",
+    "model.figure_every_n_epochs=1",
+    "callbacks.waterfall.every_n_epochs=1",
+]
+
 # Tiny anti-spoofing task: 0.2-0.3 s utterances, 4,000-sample clips, the few-thousand-parameter RawNet2.
 TINY_SPOOF = [
     "model=rawnet2",

@@ -9,9 +9,11 @@ import lightning as L
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
+from lightning.pytorch.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+from lightning.pytorch.strategies import FSDPStrategy
 
 from abr_lab.config import compose_config
-from abr_lab.train import CONFIG_DIR, instantiate_group, train
+from abr_lab.train import CONFIG_DIR, check_launcher, instantiate_group, train
 
 
 def options(group: str) -> list[str]:
@@ -69,9 +71,61 @@ def test_every_trainer_option_instantiates(trainer, tmp_path, monkeypatch):
     cfg = compose_config([f"trainer={trainer}"], root_dir=tmp_path, output_dir=tmp_path / "run")
     if trainer == "multi_node":
         assert cfg.trainer.num_nodes == 2  # read from the environment
+    if trainer == "fsdp":  # Lightning's FSDP needs CUDA: check the strategy it would get
+        strategy = hydra.utils.instantiate(cfg.trainer.strategy)
+        assert isinstance(strategy, FSDPStrategy) and strategy._state_dict_type == "full"
+        return
     if cfg.trainer.accelerator == "gpu":  # no GPU here: check the rest of the config on CPU
         cfg.trainer.accelerator, cfg.trainer.devices = "cpu", 2
     assert isinstance(hydra.utils.instantiate(cfg.trainer), L.Trainer)
+
+
+# What torchrun and SLURM put in each process's environment (rank 3 of 2 nodes x 2 devices).
+CLUSTERS = {
+    "torchrun": {
+        "RANK": "3",
+        "LOCAL_RANK": "1",
+        "GROUP_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "WORLD_SIZE": "4",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+        "TORCHELASTIC_RUN_ID": "run",
+    },
+    "slurm": {
+        "SLURM_NTASKS": "4",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NODELIST": "node[1-2]",
+        "SLURM_PROCID": "3",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_ID": "7",
+    },
+}
+
+
+@pytest.mark.parametrize("cluster", list(CLUSTERS))
+def test_multi_node_takes_its_ranks_from_torchrun_or_slurm(cluster, tmp_path, monkeypatch):
+    for name, value in {"NUM_NODES": "2", "GPUS_PER_NODE": "2", **CLUSTERS[cluster]}.items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_config(["trainer=multi_node", "trainer.accelerator=cpu"], root_dir=tmp_path, output_dir=tmp_path)
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    environment = {"torchrun": TorchElasticEnvironment, "slurm": SLURMEnvironment}[cluster]
+    assert isinstance(trainer.strategy.cluster_environment, environment)
+    assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.node_rank) == (2, 4, 3, 1)
+    monkeypatch.setattr("abr_lab.train.in_multirun", lambda: True)
+    check_launcher(trainer)  # the cluster started the processes: safe inside a multirun (submitit_slurm)
+
+
+def test_subprocess_ddp_is_refused_inside_a_multirun(tmp_path, monkeypatch):
+    cfg = compose_config(["trainer=ddp_sim", "trainer.strategy=ddp"], root_dir=tmp_path, output_dir=tmp_path)
+    trainer = hydra.utils.instantiate(cfg.trainer)
+    check_launcher(trainer)  # a single run may re-launch its command line
+    monkeypatch.setattr("abr_lab.train.in_multirun", lambda: True)
+    with pytest.raises(ValueError, match="use trainer=ddp_sim"):
+        check_launcher(trainer)
+    check_launcher(hydra.utils.instantiate(compose_config(["trainer=ddp_sim"], root_dir=tmp_path).trainer))
 
 
 @pytest.mark.parametrize("group", ["logger", "callbacks", "curriculum", "debug", "experiment", "loss"], ids=lambda g: g)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from abr_lab.metrics import WaveformMetrics
+from abr_lab.metrics import SplitMean, WaveformMetrics
 
 
 def test_scores_match_hand_computed_values():
@@ -39,3 +39,15 @@ def test_perfect_prediction_and_bad_shapes():
         WaveformMetrics().update(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="index"):
         WaveformMetrics(group_names=("a",)).update(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([1]))
+
+
+def test_split_mean_weights_batches_and_survives_an_inference_mode_reset():
+    mean = SplitMean()
+    mean.update(torch.tensor(1.0), weight=3)  # a batch mean of 3 examples
+    mean.update(torch.tensor([2.0, 4.0]), weight=torch.tensor([1.0, 0.5]))  # per-example values and weights
+    assert mean.compute().item() == pytest.approx((3 * 1 + 2 + 2) / 4.5)
+    with torch.inference_mode():  # trainer.validate, then fit's validation under no_grad
+        mean.reset()
+    with torch.no_grad():
+        mean.update(torch.tensor(5.0), weight=2)
+    assert mean.compute().item() == 5.0

@@ -86,11 +86,14 @@ def test_last_checkpoint_is_the_final_epoch_even_without_improvement(tiny_cfg, t
     assert summary["epochs"] == 3 and summary["best_score"] is not None
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(REPO / "train.py"), *args, *TINY_LSTM, "logger=csv"]  # flags (-m) first
+    flags = [a for a in args if a.startswith("-")]  # flags (-m) first; the test's overrides after the tiny task's
+    overrides = [a for a in args if not a.startswith("-")]
+    cmd = [sys.executable, str(REPO / "train.py"), *flags, *TINY_LSTM, "logger=csv", *overrides]
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
@@ -115,6 +118,14 @@ def test_multirun_with_ddp_sim_makes_one_sweep_with_one_directory_per_job(tmp_pa
         assert (sweeps[0] / job / "metrics.json").is_file()
 
 
+def test_multirun_refuses_ddp_that_relaunches_the_command_line(tmp_path):
+    result = _cli("-m", "trainer=ddp_sim", "trainer.strategy=ddp", "model.lr=1e-3,2e-3", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "inside a Hydra multirun" in result.stderr and "use trainer=ddp_sim" in result.stderr
+    (sweep,) = (tmp_path / "multirun").iterdir()  # no second sweep was started
+    assert not list(sweep.rglob("*.ckpt"))
+
+
 def test_ddp_sim_runs_two_processes_and_syncs_every_frequency(tiny_cfg, tmp_path):
     cfg = tiny_cfg("trainer=ddp_sim", "trainer.max_epochs=1", "logger=csv")
     summary = train(cfg)
@@ -122,3 +133,25 @@ def test_ddp_sim_runs_two_processes_and_syncs_every_frequency(tiny_cfg, tmp_path
     assert {f"test/mse_{f}hz" for f in (1, 3, 5, 7)} <= set(summary["test"])
     assert summary["epochs"] == 1 and summary["best_score"] is not None
     assert len(list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))) == 2  # best + last, written once
+
+
+def test_compiled_network_trains_and_its_checkpoint_loads_uncompiled(tiny_cfg, monkeypatch):
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def eager_compile(self: torch.nn.Module, *args, **kwargs) -> None:
+        # TorchDynamo's graph capture without Inductor's C++ build (over a minute on this CPU; measured by hand)
+        compiled.append(type(self).__name__)
+        original(self, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", eager_compile)
+    summary = train(tiny_cfg("model.compile=true", "trainer.max_epochs=1"))
+    assert compiled == ["LSTMExtractor"]
+    state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)
+
+    model = LSTMExtractorModule.load_from_checkpoint(summary["best_checkpoint"], compile=False, weights_only=True)
+    assert model.net._compiled_call_impl is None and compiled == ["LSTMExtractor"]
+    x = torch.randn(2, 50, 1 + len(model.freqs))
+    trained = LSTMExtractorModule.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)  # compiles
+    torch.testing.assert_close(trained.net(x)[0], model.net(x)[0])

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError, read_arrays
+from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
 from abr_lab.lstm_extractor.generator import KEYS, SPLITS, SinusoidSpec, split_path, write_split
 
@@ -162,6 +163,7 @@ class SinusoidDataModule(L.LightningDataModule):
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

@@ -1,6 +1,7 @@
 """Metrics shared by the families: torchmetrics objects with their arithmetic in pure functions."""
 
 from abr_lab.metrics.abr import ABRMetrics, confusion_scores, regression_scores, regression_stats
+from abr_lab.metrics.mean import SplitMean
 from abr_lab.metrics.puzzle import PuzzleMetrics, puzzle_scores, puzzle_stats, rotation_confusion
 from abr_lab.metrics.reconstruction import ReconstructionMetrics
 from abr_lab.metrics.signal import WaveformMetrics, waveform_scores, waveform_stats
@@ -21,6 +22,7 @@ __all__ = [
     "ASVErrorRates",
     "PuzzleMetrics",
     "ReconstructionMetrics",
+    "SplitMean",
     "SpoofMetrics",
     "TDCFCostModel",
     "WaveformMetrics",

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
+from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
 from abr_lab.optimized_unet.generator import SimulatorSpec, simulated_path, write_simulation
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords, read_abr_file
@@ -371,7 +372,7 @@ class ABRDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = None
+        sampler = None if split == "train" else evaluation_sampler(dataset)
         if split == "train" and self.hparams.balanced_sampling:
             sample_weights = self.class_weights[dataset.label]
             sampler = WeightedRandomSampler(sample_weights.double(), num_samples=len(dataset), replacement=True)

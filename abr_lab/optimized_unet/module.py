@@ -31,7 +31,7 @@ from abr_lab.optimized_unet import network  # noqa: F401  (registers the variant
 from abr_lab.optimized_unet.figures import confusion_figure
 from abr_lab.optimized_unet.losses import ABRLoss
 from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES, ABRRecords
-from abr_lab.registry import create_model
+from abr_lab.registry import compile_network, create_model
 
 Batch = dict[str, Tensor]
 CLASS_WEIGHTING = ("inverse", "sqrt_inverse", "none")
@@ -70,6 +70,8 @@ class OptimizedUNetModule(L.LightningModule):
         warmup_steps: linear warm-up in optimiser steps, then cosine decay to `min_lr_ratio` × lr.
         min_lr_ratio: floor of the cosine decay.
         figure_every_n_epochs: the confusion matrix goes to TensorBoard every n validation epochs (0 = never).
+        compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
+            into an uncompiled network.
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class OptimizedUNetModule(L.LightningModule):
         warmup_steps: int = 200,
         min_lr_ratio: float = 0.02,
         figure_every_n_epochs: int = 5,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -96,6 +99,8 @@ class OptimizedUNetModule(L.LightningModule):
         self.train_weights: dict[str, float] = dict(self.loss_fn.weights)
         self.task_losses: dict[str, Tensor] = {}  # the last training step's weighted task losses (`abr_lab.health`)
         self.net = create_model(arch, signal_length=signal_length, **(arch_kwargs or {}))
+        if compile:
+            compile_network(self.net)
         w = len(WAVES)
         # train-split statistics (DataModule `Normalization`), set in `setup`, restored from checkpoints
         self.register_buffer("signal_std", torch.ones(()))

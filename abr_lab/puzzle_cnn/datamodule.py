@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from abr_lab.curriculum import Knob
+from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
 from abr_lab.puzzle_cnn.generator import (
     MAX_STRENGTH,
@@ -241,6 +242,7 @@ class PuzzleDataModule(L.LightningDataModule):
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
             num_workers=self.num_workers,
             collate_fn=collate_puzzles,
             persistent_workers=self.num_workers > 0,

@@ -28,11 +28,12 @@ from torch import Tensor, nn
 from abr_lab.curriculum import Knob
 from abr_lab.loggers import tensorboard_writers
 from abr_lab.losses import ciou_loss
+from abr_lab.metrics.mean import SplitMean
 from abr_lab.metrics.puzzle import PuzzleMetrics
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.puzzle_cnn import network  # noqa: F401  (registers the variants)
 from abr_lab.puzzle_cnn.figures import correlation_figure, rotation_confusion_figure
-from abr_lab.registry import create_model
+from abr_lab.registry import compile_network, create_model
 
 Batch = dict[str, Tensor]
 LOSS_TERMS = ("ciou", "l1", "rotation", "heatmap")
@@ -69,6 +70,8 @@ class PuzzleModule(L.LightningModule):
         loss_weights: weight of each loss term (``ciou``, ``l1``, ``rotation``, ``heatmap``).
         figure_every_n_epochs: correlation maps of the first validation batch to TensorBoard every n epochs (0 =
             never).
+        compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
+            into an uncompiled network.
         figure_pieces: how many pieces that figure shows.
     """
 
@@ -83,6 +86,7 @@ class PuzzleModule(L.LightningModule):
         min_lr_ratio: float = 0.02,
         loss_weights: Mapping[str, float] | None = None,
         figure_every_n_epochs: int = 1,
+        compile: bool = False,
         figure_pieces: int = 4,
     ) -> None:
         super().__init__()
@@ -97,8 +101,15 @@ class PuzzleModule(L.LightningModule):
             raise ValueError("figure_every_n_epochs must be >= 0 and figure_pieces >= 1")
         self.save_hyperparameters()
         self.net = create_model(arch, **(arch_kwargs or {}))
+        if compile:
+            compile_network(self.net)
         self.loss_weights = weights
         self.metrics = nn.ModuleDict({"val": PuzzleMetrics(), "test": PuzzleMetrics()})
+        # validation and test losses as sums and counts: exact across processes (a mean of per-process means is not)
+        names = ["loss", *(f"loss_{term}" for term in LOSS_TERMS)]
+        self.split_losses = nn.ModuleDict(
+            {s: nn.ModuleDict({name: SplitMean() for name in names}) for s in ("val", "test")}
+        )
 
     def forward(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> dict[str, Any]:
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle of each piece -> the network's output dict."""
@@ -167,12 +178,14 @@ class PuzzleModule(L.LightningModule):
         terms = self.losses(out, batch)
         loss = sum(self.loss_weights[k] * v for k, v in terms.items())
         n = len(batch["piece"])
-        sync = stage != "train"
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=n, sync_dist=sync)
-        for key, value in terms.items():
-            self.log(f"{stage}/loss_{key}", value, batch_size=n, sync_dist=sync)
+        named = {"loss": loss, **{f"loss_{key}": value for key, value in terms.items()}}
         if stage == "train":
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            self.log_dict({f"train/loss_{key}": value for key, value in terms.items()}, batch_size=n)
             return loss
+        for key, value in named.items():  # every term is a mean over the batch's pieces
+            self.split_losses[stage][key].update(value.detach(), weight=n)
+            self.log(f"{stage}/{key}", self.split_losses[stage][key], batch_size=n)
         rotation = out["rotation_logits"].argmax(dim=1)
         self.metrics[stage].update(out["box"].float(), batch["box"], rotation, batch["rotation"])
         if figure:

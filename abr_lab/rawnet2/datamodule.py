@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
+from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
 from abr_lab.rawnet2.audio import fit_clip, random_start, read_audio
 from abr_lab.rawnet2.augment import check_algorithms, rawboost
@@ -172,6 +173,7 @@ class SpoofDataModule(L.LightningDataModule):
             self.datasets[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and len(self.datasets[split]) > self.batch_size,  # no size-1 batch for BatchNorm

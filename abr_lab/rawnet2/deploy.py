@@ -4,41 +4,26 @@
     python -m abr_lab.rawnet2.deploy export CKPT OUT.pt            # TorchScript, checked against the checkpoint
 
 Both rebuild the model from the checkpoint alone and read the clip rule (sample rate, clip length) from the
-DataModule hyperparameters saved with it. The score is the bona fide log-odds: higher means bona fide; the CSV also
-gives P(bona fide) = sigmoid(score). No decision threshold is applied: choose one on your own development data (the
-EER threshold a training run logs is tied to its data).
+DataModule hyperparameters saved with it. Scoring is `abr_lab.rawnet2.predict` (what ``python predict.py`` runs
+too): the score is the bona fide log-odds, higher means bona fide; the CSV also gives P(bona fide) = sigmoid(score).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from abr_lab.atomic import atomic_path, atomic_write_text
-from abr_lab.rawnet2.audio import fit_clip, list_audio_files, read_audio
-from abr_lab.rawnet2.datamodule import REFERENCE_CLIP_SAMPLES
-from abr_lab.rawnet2.generator import SAMPLE_RATE
+from abr_lab.atomic import atomic_path
 from abr_lab.rawnet2.module import RawNet2Module
-from abr_lab.rawnet2.network import bonafide_score
+from abr_lab.rawnet2.predict import Scorer, clip_rule, score_files, score_folder
 
-
-class Scorer(nn.Module):
-    """A network that returns the detection score: (b, t) waveforms -> (b,) bona fide log-odds."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, audio: Tensor) -> Tensor:
-        return bonafide_score(self.net(audio))
+__all__ = ["Scorer", "export_torchscript", "load_detector", "predict_folder", "score_files"]
 
 
 def load_detector(ckpt_path: str | Path) -> tuple[RawNet2Module, int, int]:
@@ -48,33 +33,14 @@ def load_detector(ckpt_path: str | Path) -> tuple[RawNet2Module, int, int]:
         raise FileNotFoundError(f"{ckpt_path}: checkpoint not found")
     module = RawNet2Module.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True).eval()
     data = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("datamodule_hyper_parameters", {})
-    return module, int(data.get("sample_rate", SAMPLE_RATE)), int(data.get("clip_samples", REFERENCE_CLIP_SAMPLES))
-
-
-def score_files(
-    scorer: nn.Module, paths: Sequence[Path], sample_rate: int, clip_samples: int, batch_size: int = 16
-) -> np.ndarray:
-    """Scores of audio files by the clip rule of training (first `clip_samples`, short files tiled), (n,)."""
-    scores = []
-    with torch.inference_mode():
-        for start in range(0, len(paths), batch_size):
-            clips = [fit_clip(read_audio(p, sample_rate), clip_samples) for p in paths[start : start + batch_size]]
-            scores.append(scorer(torch.from_numpy(np.stack(clips))).float().numpy())  # (b,)
-    return np.concatenate(scores) if scores else np.zeros(0, dtype=np.float32)
+    return module, *clip_rule(data)
 
 
 def predict_folder(ckpt_path: str | Path, folder: str | Path, out: str | Path, batch_size: int = 16) -> Path:
-    """Score every WAV/FLAC file under `folder` into the CSV `out` (file, score, p_bonafide), written atomically."""
+    """Score every WAV/FLAC file under `folder` into the CSV `out` (file, score, p_bonafide), written atomically
+    (`abr_lab.rawnet2.predict.score_folder`, the same path as ``python predict.py``)."""
     module, sample_rate, clip_samples = load_detector(ckpt_path)
-    paths = list_audio_files(folder)
-    scores = score_files(Scorer(module.net), paths, sample_rate, clip_samples, batch_size)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["file", "score", "p_bonafide"])
-    for path, score in zip(paths, scores, strict=True):
-        writer.writerow([path.relative_to(folder).as_posix(), f"{score:.6f}", f"{1 / (1 + np.exp(-score)):.6f}"])
-    atomic_write_text(out, buffer.getvalue())
-    return Path(out)
+    return score_folder(Scorer(module.net), folder, out, sample_rate, clip_samples, batch_size)
 
 
 def export_torchscript(ckpt_path: str | Path, out: str | Path, atol: float = 1e-4) -> Path:

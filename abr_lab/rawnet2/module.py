@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from abr_lab.loggers import tensorboard_writers
+from abr_lab.metrics.mean import SplitMean
 from abr_lab.metrics.spoof import SpoofMetrics, det_figure
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.rawnet2 import network  # noqa: F401  (registers the variants)
 from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, bonafide_score
-from abr_lab.registry import create_model
+from abr_lab.registry import compile_network, create_model
 
 Batch = dict[str, Tensor]
 LR_PARTS = ("front", "gru", "head")
@@ -53,6 +54,8 @@ class RawNet2Module(L.LightningModule):
         class_weights: cross-entropy weights of (spoof, bona fide); the reference's (0.1, 0.9) offsets the
             ~9 : 1 spoof : bona fide ratio of ASVspoof 2019 LA training data.
         figure_every_n_epochs: a DET curve of the validation split goes to TensorBoard every n epochs (0 = never).
+        compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
+            into an uncompiled network.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class RawNet2Module(L.LightningModule):
         min_lr_ratio: float = 0.01,
         class_weights: Sequence[float] = (0.1, 0.9),
         figure_every_n_epochs: int = 1,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if schedule not in SCHEDULES:
@@ -75,10 +79,15 @@ class RawNet2Module(L.LightningModule):
             raise ValueError(f"class_weights={list(class_weights)}: need two non-negative weights (spoof, bonafide)")
         self.save_hyperparameters()
         self.net = create_model(arch, **(arch_kwargs or {}))
+        if compile:
+            compile_network(self.net)
         self.register_buffer("class_weights", torch.tensor([float(w) for w in class_weights]), persistent=False)
         self.attack_ids: tuple[str, ...] = ()
         self.unseen: tuple[int, ...] = ()  # attack indices training never saw
         self.metrics = nn.ModuleDict()
+        # the class-weighted cross-entropy of a whole split: exact across batches and processes (a mean of batch
+        # means is not, as each batch's weights sum differently)
+        self.split_loss = nn.ModuleDict({s: SplitMean() for s in ("val", "test")})
 
     def setup(self, stage: str) -> None:
         """Name the attacks after the DataModule's table and build the metrics of each stage."""
@@ -160,7 +169,9 @@ class RawNet2Module(L.LightningModule):
     def _evaluate(self, batch: Batch, stage: str) -> Tensor:
         logits = self.net(batch["audio"])  # (b, 2)
         labels = batch["label"]
-        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=len(logits), sync_dist=True)
+        per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # (b,)
+        self.split_loss[stage].update(per_example, weight=self.class_weights[labels])
+        self.log(f"{stage}/loss", self.split_loss[stage], batch_size=len(logits))
         scores = bonafide_score(logits.float())  # (b,)
         self.metrics[stage].update(scores, labels, batch["attack"], preds=logits.argmax(dim=1))
         return scores

@@ -18,19 +18,7 @@ from abr_lab.config import compose_config
 from abr_lab.optimized_unet.datamodule import SimulatedABRDataModule
 from abr_lab.optimized_unet.module import OptimizedUNetModule, class_weights
 from abr_lab.train import train
-
-TINY_UNET = [
-    "model=optimized_unet",
-    "model.arch=optimized_unet_tiny",
-    "data=abr_small",
-    "data.batch_size=32",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "model.warmup_steps=2",
-    "model.figure_every_n_epochs=1",
-    "callbacks.waterfall.every_n_epochs=1",
-]
+from tests.conftest import TINY_UNET
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,115 @@
+"""Checkpoints that carry their run: the resolved config travels inside every checkpoint, so `evaluate.py` and
+`predict.py` rebuild the DataModule and the LightningModule from the file alone (no Hydra run, no config file).
+
+    cfg = checkpoint_config("outputs/.../checkpoints/epoch004.ckpt", ["data.batch_size=64"])
+    module = load_module("outputs/.../checkpoints/epoch004.ckpt", cfg)
+
+Paths in the stored config are those of the training run (resolved, absolute): on another machine override them
+(``data.data_dir=...``, ``data.root=...``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
+
+CONFIG_KEY = "abr_lab_config"
+
+
+class StoreRunConfig(Callback):
+    """Writes the run's resolved config into every checkpoint under ``abr_lab_config``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents on the CPU, with an error naming the file when it is missing or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(path)!r}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"ckpt_path={str(path)!r} is not a readable PyTorch checkpoint ({error})") from error
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"ckpt_path={str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
+    return ckpt
+
+
+def checkpoint_config(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The training config stored in the checkpoint, with ``key=value`` overrides applied (unknown keys refused)."""
+    ckpt = read_checkpoint(path)
+    if CONFIG_KEY not in ckpt:
+        raise ValueError(
+            f"ckpt_path={str(path)!r} carries no run config (key {CONFIG_KEY!r}): it was not written by abr_lab's "
+            "train.py; rebuild the model with <ModuleClass>.load_from_checkpoint instead"
+        )
+    cfg = OmegaConf.create(ckpt[CONFIG_KEY])
+    return apply_overrides(cfg, overrides, source=f"the config stored in {path}")
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> DictConfig:
+    """`cfg` with command-line style ``key=value`` overrides; a key that `cfg` lacks is an error naming it."""
+    OmegaConf.set_struct(cfg, True)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {override!r}: expected key=value")
+        try:
+            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+                raise ConfigKeyError(key)
+            OmegaConf.update(cfg, key, _parse(value), merge=False)
+        except ConfigKeyError as error:
+            raise ValueError(f"unknown option {key!r}: it is not a key of {source}") from error
+    return cfg
+
+
+_ABSENT = object()
+
+
+def _parse(value: str) -> Any:
+    """A command-line value as YAML reads it (numbers, booleans, null, lists), else the string."""
+    try:
+        return OmegaConf.create(f"v: {value}").v
+    except Exception:
+        return value
+
+
+def module_class(cfg: DictConfig) -> type[L.LightningModule]:
+    """The LightningModule class named by ``model._target_``."""
+    return hydra.utils.get_class(cfg.model._target_)
+
+
+def load_module(path: str | Path, cfg: DictConfig) -> L.LightningModule:
+    """The trained LightningModule, in eval mode on the CPU, built with the (possibly overridden) ``model`` config.
+
+    `torch.compile` is never applied here (the weights carry no compile wrapper, see `compile_network`).
+    """
+    hparams = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k != "_target_"}
+    module = module_class(cfg).load_from_checkpoint(
+        path, map_location="cpu", weights_only=False, **{**hparams, "compile": False}
+    )
+    return module.eval()
+
+
+def instantiate_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The run's DataModule from the config (plain lists and dicts reach the constructor, as in training)."""
+    return hydra.utils.instantiate(cfg.data, _convert_="all")
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (the parent of its ``checkpoints/`` folder)."""
+    path = Path(path).resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
