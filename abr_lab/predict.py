@@ -15,9 +15,9 @@ validates the input, runs the model in batches under `torch.inference_mode` and 
 
 Arguments without a dot are predict's own: `COMMON_OPTIONS` and the family's ``OPTIONS``; any other is refused with
 the list of those accepted. Dotted ones (``data.rows=4``) override the config stored in the checkpoint, where the
-families read their data rules (clip length, puzzle size and grid); the network and its hyperparameters are always
-the checkpoint's. By default the output goes beside the input as ``<input stem>.predictions.<csv|json>``; it never
-replaces the input.
+families read their data rules (clip length, puzzle size and grid); ``model.*`` ones reach the module's
+hyperparameters (the weights are always the checkpoint's). By default the output goes beside the input as
+``<input stem>.predictions.<csv|json>``; it never replaces the input.
 
 A family's ``predict`` module provides ``OPTIONS`` (name -> `Option`), ``SUFFIX`` (the output's file suffix),
 ``BATCH_SIZE`` (its default) and ``run(trained, input, out, *, batch_size, device, **options) -> Path``.

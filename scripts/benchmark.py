@@ -1,13 +1,27 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py [lstm] [unet] [health] [rawnet2] [puzzle] [--smoke] [--out benchmarks/results.json]
+    python scripts/benchmark.py [lstm] [unet] [s4d] [health] [rawnet2] [puzzle] [--smoke]
+                                [--out benchmarks/results.json]
 
-lstm: steps/s of batched full-sequence inference (batch 256) against the stateful L = 1 loop (batch 1, the
-streaming use), measured in one run, and their ratio; training steps/s (one truncated-BPTT chunk update) at 64 and
-128 hidden units.
+lstm: steps/s of batched full-sequence inference (batch 256 x 2,000 steps) against the stateful L = 1 loop (batch
+1, the streaming use), measured in one run, and their ratio; the same input through a bare `nn.LSTM` of the same
+size (the oracle: what the model can reach on this machine) in the chunks of time steps the model runs on CPU,
+the model's share of it, and the bare `nn.LSTM` over the whole sequence in one call (slower: see
+`abr_lab.lstm_extractor.network.CPU_CHUNK_BYTES`); the cores the batched run kept busy (CPU time / wall time: ~2
+on an idle 2-core machine; near 1 means another process held a core, and with two OpenMP threads every time step
+then waits for it, so the figure is not the machine's) and the batched rate on one thread; training steps/s (one
+truncated-BPTT chunk update) at 64 and 128 hidden units.
 unet: parameters and seconds per training batch (forward, backward, AdamW; batch 64 of 300 samples) of the
-registered U-Net variants, of the CPU variant without patches (stem_stride 1: attention at every long level at full
-resolution), and the cost of attention-weight dropout at 300 tokens (fused kernel vs the reference one it forces).
+U-Net variants, of the CPU variant without patches (stem_stride 1: attention at every long level at full
+resolution), and the cost of attention-weight dropout at 300 tokens (fused kernel vs the reference one it forces);
+MFLOPs per sample of a forward pass and of a training pass (forward + backward) of every registered variant and of
+the stride-1 one, counted by `torch.utils.flop_counter.FlopCounterMode` at the timing batch: matrix products,
+convolutions and attention only (`flops_not_counted` names what is left out: FFTs, elementwise ops).
+s4d: seconds of the S4D layer's state-space part at L = 256, 1,024, 4,096 and 16,384 (batch 8, 256 channels, state
+32: the default U-Net's bottleneck; a causal layer, which the recurrence needs) by FFT (`S4D.convolve`: the kernel,
+then the FFT convolution), of the kernel alone, and by the step-by-step recurrence (`S4D.scan`, the streaming mode);
+how each grows: the log-log slope of time against L from the previous length (1: linear) and time / (L log2 L)
+relative to the shortest length (at or below ~1: no faster than L log L).
 health: the health monitor's cost on the U-Net's default recipe (CPU variant, batch 64, every task weighted):
 seconds of a plain training step, of a step with a gradient probe (one extra backward per task for the gradient
 shares, plus the dead-head check), of the per-step bookkeeping, and the overhead at the default interval
@@ -29,7 +43,9 @@ Medians over repeats after a warm-up.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import platform
 import statistics
 import sys
@@ -40,15 +56,18 @@ from pathlib import Path
 
 import lightning
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from abr_lab.atomic import atomic_write_text
+from abr_lab.benchmarking import FAMILIES, bench_family, markdown_report
+from abr_lab.layers.s4d import S4D
 from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
-from abr_lab.lstm_extractor.network import build_inputs
+from abr_lab.lstm_extractor.network import build_inputs, cpu_chunk_steps
 from abr_lab.optimized_unet.network import OptimizedHierarchicalUNet
 from abr_lab.puzzle_cnn import PuzzleModule, PuzzlePhotosDataModule
 from abr_lab.rawnet2 import network as _rawnet2_variants  # noqa: F401  registers rawnet2, rawnet2_lite, _tiny
-from abr_lab.registry import create_model
+from abr_lab.registry import create_model, list_models
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +85,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
 
 def train_steps_per_s(hidden_size: int, batch: int, chunk: int, repeats: int) -> float:
     """Time steps per second of one truncated-BPTT chunk update (forward, backward, AdamW step)."""
+    torch.manual_seed(0)
     net = LSTMExtractor(hidden_size=hidden_size)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x, target = torch.randn(batch, chunk, 5), torch.randn(batch, chunk)
@@ -78,30 +98,51 @@ def train_steps_per_s(hidden_size: int, batch: int, chunk: int, repeats: int) ->
     return batch * chunk / median_seconds(update, repeats)
 
 
-def bench_lstm(smoke: bool) -> dict[str, float]:
-    """Batched full-sequence inference vs the stateful step-by-step loop (default network), and training speed."""
-    batch, seq_len, stateful_steps, repeats = (8, 200, 50, 1) if smoke else (256, 2000, 1000, 5)
-    net = LSTMExtractor().eval()
-    cond = torch.eye(4).repeat(batch // 4 or 1, 1)[:batch]
-    mixture = torch.randn(batch, seq_len)
-    x = build_inputs(mixture, cond)
+def steps_per_s_and_cores(fn: Callable[[], object], steps: int, repeats: int) -> tuple[float, float]:
+    """Median steps per second of `fn`, and the cores this process kept busy meanwhile (CPU time / wall time)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    rate = steps / median_seconds(fn, repeats)
+    return rate, (time.process_time() - cpu) / (time.perf_counter() - wall)
 
-    @torch.inference_mode()
-    def batched() -> None:
-        net(x)
+
+def bench_lstm(smoke: bool) -> dict[str, float]:
+    """Batched full-sequence inference vs the stateful step-by-step loop (default network) and vs a bare `nn.LSTM`
+    of the same size (the oracle), and training speed."""
+    batch, seq_len, stateful_steps, repeats = (8, 200, 50, 1) if smoke else (256, 2000, 1000, 5)
+    torch.manual_seed(0)
+    net = LSTMExtractor().eval()
+    oracle = torch.nn.LSTM(net.in_chans, net.hidden_size, net.num_layers, batch_first=True).eval()
+    cond = torch.eye(4).repeat(batch // 4 or 1, 1)[:batch]
+    x = build_inputs(torch.randn(batch, seq_len), cond)  # (b, t, 5)
+    steps, threads = batch * seq_len, torch.get_num_threads()
+
+    def oracle_in_chunks() -> None:  # as the model runs on CPU: chunks of time steps, the state carried
+        state = None
+        for piece in x.split(cpu_chunk_steps(batch, net.hidden_size), dim=1):
+            state = oracle(piece, state)[1]
+
+    with torch.inference_mode():
+        batched_rate, cores = steps_per_s_and_cores(lambda: net(x), steps, repeats)
+        oracle_rate, _ = steps_per_s_and_cores(oracle_in_chunks, steps, repeats)
+        one_call_rate, _ = steps_per_s_and_cores(lambda: oracle(x), steps, repeats)
+        torch.set_num_threads(1)  # immune to a second process on the other core, which stalls every step at two
+        try:
+            one_thread_rate, _ = steps_per_s_and_cores(lambda: net(x), steps, repeats)
+        finally:
+            torch.set_num_threads(threads)
 
     stream = StatefulExtractor(net)
     one_cond, samples = torch.eye(4)[:1], torch.randn(1, stateful_steps)
-
-    def stateful() -> None:
-        stream.run(samples, one_cond)
-
-    batched_rate = batch * seq_len / median_seconds(batched, repeats)
-    stateful_rate = stateful_steps / median_seconds(stateful, repeats)
+    stateful_rate = stateful_steps / median_seconds(lambda: stream.run(samples, one_cond), repeats)
     return {
         "batch_size": batch,
         "sequence_length": seq_len,
         "batched_steps_per_s": batched_rate,
+        "oracle_steps_per_s": oracle_rate,  # bare nn.LSTM, same size, input and chunks
+        "oracle_one_call_steps_per_s": one_call_rate,  # bare nn.LSTM over the whole sequence at once
+        "batched_over_oracle": batched_rate / oracle_rate,
+        "batched_cores_used": cores,
+        "batched_steps_per_s_1thread": one_thread_rate,
         "stateful_steps_per_s": stateful_rate,
         "batched_over_stateful": batched_rate / stateful_rate,
         # training at the default width and at twice it: batch 32, 500-step chunks
@@ -123,18 +164,53 @@ def unet_train_seconds(net: OptimizedHierarchicalUNet, batch: int, repeats: int)
     return median_seconds(update, repeats)
 
 
+# PyTorch's FLOP table misses the fused attention kernel that CPUs run; count it with the formulas of the others
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
+    ),
+}
+FLOPS_NOT_COUNTED = "FFTs (the S4D convolutions) and elementwise ops (activations, norms, softmax, S4D kernel powers)"
+
+
+def unet_flops_per_sample(net: OptimizedHierarchicalUNet, batch: int) -> tuple[float, float]:
+    """FLOPs per sample of a forward pass and of forward + backward, counted by `FlopCounterMode` at this batch.
+
+    Counted: matrix products, convolutions and attention (2 per multiply-add; the S4D kernel's complex product
+    counts as a real one). Not counted: FFTs, which carry the S4D convolutions, and elementwise ops.
+    """
+    signal, static = torch.randn(batch, 1, net.signal_length), torch.randn(batch, 4)
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        outputs = net(signal, static)
+        forward = counter.get_total_flops()
+        sum(v.float().mean() for v in outputs.values()).backward()
+        total = counter.get_total_flops()
+    net.zero_grad(set_to_none=True)
+    return forward / batch, total / batch
+
+
 def bench_unet(smoke: bool) -> dict[str, float]:
-    """Training cost of the U-Net variants, of full-resolution attention, and of attention-weight dropout."""
+    """Training cost and FLOPs of the U-Net variants, of full-resolution attention, and of attention-weight
+    dropout."""
     batch, repeats = (2, 1) if smoke else (64, 3)
-    variants = ("optimized_unet_tiny",) if smoke else ("optimized_unet", "optimized_unet_cpu")
+    timed = ("optimized_unet_tiny",) if smoke else ("optimized_unet", "optimized_unet_cpu")
+    counted = timed if smoke else tuple(list_models("optimized_unet"))
     out: dict[str, float] = {}
-    for name in variants:
+    for name in counted:
         torch.manual_seed(0)
         net = create_model(name)
         out[f"{name}_parameters"] = float(sum(p.numel() for p in net.parameters()))
-        out[f"{name}_train_s_per_batch{batch}"] = unet_train_seconds(net, batch, repeats)
-    full_resolution = create_model(variants[-1], stem_stride=1)
-    out[f"{variants[-1]}_stride1_train_s_per_batch{batch}"] = unet_train_seconds(full_resolution, batch, repeats)
+        forward, train = unet_flops_per_sample(net, batch)
+        out[f"{name}_forward_mflops_per_sample"], out[f"{name}_train_mflops_per_sample"] = forward / 1e6, train / 1e6
+        if name in timed:
+            out[f"{name}_train_s_per_batch{batch}"] = unet_train_seconds(net, batch, repeats)
+    full_resolution = create_model(timed[-1], stem_stride=1)
+    forward, train = unet_flops_per_sample(full_resolution, batch)
+    out[f"{timed[-1]}_stride1_forward_mflops_per_sample"] = forward / 1e6
+    out[f"{timed[-1]}_stride1_train_mflops_per_sample"] = train / 1e6
+    out[f"{timed[-1]}_stride1_train_s_per_batch{batch}"] = unet_train_seconds(full_resolution, batch, repeats)
+    out["flops_not_counted"] = FLOPS_NOT_COUNTED
     q = torch.randn(batch, 4, 300, 8, requires_grad=True)  # (B, heads, tokens, head dim)
     for dropout in (0.0, 0.1):
 
@@ -144,6 +220,39 @@ def bench_unet(smoke: bool) -> dict[str, float]:
         out[f"attention300_dropout{dropout:g}_s"] = median_seconds(attend, repeats)
     out["attention_dropout_slowdown"] = out["attention300_dropout0.1_s"] / out["attention300_dropout0_s"]
     return out
+
+
+def growth(seconds: dict[int, float], prefix: str) -> dict[str, float]:
+    """How time grows with L: the log-log slope from the previous length (1: linear, 2: quadratic) and time per
+    L log2 L relative to the shortest length (at or below ~1: no faster than L log L)."""
+    lengths = sorted(seconds)
+    first = seconds[lengths[0]] / (lengths[0] * math.log2(lengths[0]))
+    out = {
+        f"{prefix}_slope_L{length}": math.log(seconds[length] / seconds[shorter]) / math.log(length / shorter)
+        for shorter, length in itertools.pairwise(lengths)
+    }
+    for length in lengths:
+        out[f"{prefix}_per_LlogL_rel_L{length}"] = seconds[length] / (length * math.log2(length)) / first
+    return out
+
+
+def bench_s4d(smoke: bool) -> dict[str, float]:
+    """S4D's state-space part by FFT convolution against its step-by-step recurrence: seconds and growth in L."""
+    batch, channels, state_size, repeats = (1, 4, 8, 1) if smoke else (8, 256, 32, 3)
+    lengths = (16, 64) if smoke else (256, 1024, 4096, 16_384)
+    fft_repeats = 1 if smoke else 7  # the FFT path takes milliseconds at short L, where this machine's spread is widest
+    torch.manual_seed(0)
+    layer = S4D(channels, state_size=state_size).eval()  # causal: a bidirectional layer has no recurrence
+    out: dict[str, float] = {"batch_size": batch, "channels": channels, "state_size": state_size}
+    fft, recurrence = {}, {}
+    with torch.inference_mode():
+        for length in lengths:
+            u = torch.randn(batch, channels, length)  # (B, H, L)
+            out[f"kernel_s_L{length}"] = median_seconds(lambda n=length: layer.convolution_kernel(n), fft_repeats)
+            fft[length] = out[f"fft_s_L{length}"] = median_seconds(lambda u=u: layer.convolve(u), fft_repeats)
+            recurrence[length] = out[f"recurrence_s_L{length}"] = median_seconds(lambda u=u: layer.scan(u), repeats)
+            out[f"recurrence_over_fft_L{length}"] = recurrence[length] / fft[length]
+    return {**out, **growth(fft, "fft"), **growth(recurrence, "recurrence")}
 
 
 def bench_health(smoke: bool) -> dict[str, float]:
@@ -296,9 +405,16 @@ def bench_puzzle(smoke: bool) -> dict[str, float]:
     return out
 
 
+def bench_framework(smoke: bool) -> dict[str, object]:
+    """Every family through the framework: see `abr_lab.benchmarking.bench_family`."""
+    return {family: bench_family(family, smoke) for family in FAMILIES}
+
+
 BENCHMARKS = {
+    "framework": bench_framework,  # every family: Lightning vs plain loop, data vs model, inference, memory
     "lstm": bench_lstm,
     "unet": bench_unet,
+    "s4d": bench_s4d,
     "health": bench_health,
     "rawnet2": bench_rawnet2,
     "puzzle": bench_puzzle,
@@ -320,21 +436,22 @@ def environment() -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("families", nargs="*", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("families", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the fields, not speed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.families) - set(BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
 
     results: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["environment"] = environment()
     for family in args.families or list(BENCHMARKS):
         results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
-        print(
-            f"{family}: "
-            + ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in results[family].items())
-        )
+        print(f"{family}: {json.dumps(results[family], indent=1)}")
     atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
-    print(f"written to {args.out}")
+    atomic_write_text(args.out.with_suffix(".md"), markdown_report(results))
+    print(f"written to {args.out} and {args.out.with_suffix('.md')}")
     return results
 
 

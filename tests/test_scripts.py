@@ -38,7 +38,18 @@ def test_lstm_benchmark_smoke_writes_every_field(tmp_path):
     out = tmp_path / "results.json"
     results = load("benchmark").main(["lstm", "--smoke", "--out", str(out)])
     assert json.loads(out.read_text()) == results
-    for key in ("batched_steps_per_s", "stateful_steps_per_s", "batched_over_stateful", "train_steps_per_s_hidden64"):
+    for key in (
+        "batched_steps_per_s",
+        "oracle_steps_per_s",
+        "oracle_one_call_steps_per_s",
+        "batched_over_oracle",
+        "batched_cores_used",
+        "batched_steps_per_s_1thread",
+        "stateful_steps_per_s",
+        "batched_over_stateful",
+        "train_steps_per_s_hidden64",
+        "train_steps_per_s_hidden128",
+    ):
         assert results["lstm"][key] > 0, key  # no timing asserted: fields only
     assert results["lstm"]["smoke"] is True and "torch" in results["environment"]
 
@@ -54,6 +65,20 @@ def test_unet_benchmark_smoke_writes_every_field(tmp_path):
         "attention_dropout_slowdown",
     ):
         assert results[key] > 0, key  # no timing asserted: fields only
+    for net in ("optimized_unet_tiny", "optimized_unet_tiny_stride1"):
+        forward, train = results[f"{net}_forward_mflops_per_sample"], results[f"{net}_train_mflops_per_sample"]
+        assert 0 < forward < train, net  # counted, not timed: a training pass adds the backward's products
+    assert "FFT" in results["flops_not_counted"]
+
+
+def test_s4d_benchmark_smoke_writes_every_field(tmp_path):
+    results = load("benchmark").main(["s4d", "--smoke", "--out", str(tmp_path / "results.json")])["s4d"]
+    for length in (16, 64):
+        for key in ("kernel_s", "fft_s", "recurrence_s", "recurrence_over_fft", "fft_per_LlogL_rel"):
+            assert results[f"{key}_L{length}"] > 0, (key, length)  # no timing asserted: fields only
+    assert results["fft_per_LlogL_rel_L16"] == results["recurrence_per_LlogL_rel_L16"] == 1.0  # the reference
+    assert {"fft_slope_L64", "recurrence_slope_L64", "recurrence_per_LlogL_rel_L64"} <= set(results)
+    assert results["channels"] == 4 and results["smoke"] is True
 
 
 def test_health_benchmark_smoke_writes_every_field(tmp_path):
@@ -125,3 +150,29 @@ def test_quality_unet_verdicts_compare_with_the_bars_and_both_baselines() -> Non
     lines, passed = quality.verdicts({**good, "class/recall_neuropathy": 0.0}, rows)
     assert not passed and "neuropathy" in lines[-1]
     assert "0.750" in quality.table({"optimized_unet": good})
+
+
+def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path):
+    out = tmp_path / "results.json"
+    results = load("benchmark").main(["framework", "--smoke", "--out", str(out)])["framework"]
+    assert set(results) - {"smoke"} == {"lstm_extractor", "optimized_unet", "rawnet2", "puzzle_cnn"}
+    for family, r in results.items():
+        if family == "smoke":
+            continue
+        for key in (
+            "plain_samples_per_s",
+            "lightning_bare_samples_per_s",
+            "lightning_configured_samples_per_s",
+            "lightning_bare_over_plain",
+            "lightning_configured_over_plain",
+            "model_steps_per_s",
+            "data_batches_per_s",
+            "data_over_model",
+            "inference_samples_per_s",
+            "inference_ms_per_batch",
+        ):
+            assert r[key] > 0, (family, key)  # no timing asserted: fields only
+        ((batch, memory),) = r["memory"].items()
+        assert int(batch) == r["batch_size"] and memory["peak_rss_mb"] >= memory["rss_before_training_mb"] > 0
+    report = out.with_suffix(".md").read_text()
+    assert "| lstm_extractor |" in report and "| puzzle_cnn |" in report and "torch" in report

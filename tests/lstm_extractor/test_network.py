@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from abr_lab.lstm_extractor import LSTMExtractor, LSTMExtractorModule, StatefulExtractor
+from abr_lab.lstm_extractor import LSTMExtractor, LSTMExtractorModule, StatefulExtractor, network
 from abr_lab.lstm_extractor.network import build_inputs, detach_state
 from abr_lab.registry import create_model, list_models
 
@@ -80,3 +80,17 @@ def test_chrono_init_spreads_forget_gate_time_constants():
         torch.testing.assert_close(inp, -forget)
     with pytest.raises(ValueError, match="chrono_max_steps"):
         LSTMExtractor(chrono_max_steps=2)
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_chunked_cpu_inference_equals_one_pass(monkeypatch, with_state):
+    net = LSTMExtractor(hidden_size=8, num_layers=2).eval()
+    x = torch.randn(3, 50, 5)
+    state = (torch.randn(2, 3, 8), torch.randn(2, 3, 8)) if with_state else None
+    monkeypatch.setattr(network, "CPU_CHUNK_BYTES", 3 * 4 * 8 * 4 * 7)  # 7 steps per chunk: 8 chunks, the last short
+    assert network.cpu_chunk_steps(3, 8) == 7
+    with torch.no_grad():
+        chunked, chunked_state = net(x, state)
+        whole, whole_state = net._forward_once(x, state)
+    torch.testing.assert_close(chunked, whole)
+    torch.testing.assert_close(chunked_state, whole_state)

@@ -1,0 +1,533 @@
+"""The framework against what a user would write by hand, per family (`python scripts/benchmark.py framework`).
+
+For each family, in one process, on its default recipe (network, batch size, optimiser, schedule, gradient clipping
+as configured; the data shrunk so that they generate in seconds):
+
+- training throughput (samples/s) of the LightningModule under a bare `Trainer` (no logger, callbacks or progress
+  bar), under the configured one (the callbacks, logger and progress bar of `conf/`), and of a plain PyTorch loop
+  over the same network, DataLoader, optimiser and scheduler; the ratios Lightning / plain. Repeats alternate the
+  three, and each figure is the median;
+- DataModule throughput (batches/s through the configured DataLoader) against the model's training step rate on a
+  batch already in memory; the ratio (above 1 the model never waits);
+- inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
+- peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
+  `torch.cuda.max_memory_allocated` (GPU);
+- on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager.
+
+The health monitor probes gradients every `interval` steps (100): the few timed steps here start after the first
+probe, so its cost is measured on its own (`scripts/benchmark.py health`).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+from torch import Tensor
+
+from abr_lab.config import compose_config
+from abr_lab.lstm_extractor.network import build_inputs, detach_state
+
+Batch = dict[str, Tensor]
+FAMILIES = ("lstm_extractor", "optimized_unet", "rawnet2", "puzzle_cnn")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a family is benchmarked: config overrides (full and smoke sizes), step counts, batch sizes for memory."""
+
+    overrides: tuple[str, ...]
+    smoke: tuple[str, ...]
+    warmup: int
+    steps: int
+    repeats: int
+    memory_batches: tuple[int, ...]
+
+
+RECIPES: dict[str, Recipe] = {
+    "lstm_extractor": Recipe(
+        overrides=("model=lstm_extractor", "data.num_train=64", "data.num_val=4", "data.num_test=4"),
+        smoke=(
+            "model=lstm_extractor",
+            "model.arch=lstm_extractor_tiny",
+            "model.chunk_len=100",
+            "data.duration_s=0.5",
+            "data.train_window_s=0.3",
+            "data.num_train=16",
+            "data.num_val=4",
+            "data.num_test=4",
+            "data.batch_size=4",
+        ),
+        warmup=2,
+        steps=6,
+        repeats=3,
+        memory_batches=(32, 128, 512),
+    ),
+    "optimized_unet": Recipe(
+        overrides=("model=optimized_unet", "data=abr_small"),
+        smoke=("model=optimized_unet", "model.arch=optimized_unet_tiny", "data=abr_small", "data.batch_size=8"),
+        warmup=1,
+        steps=4,
+        repeats=2,
+        memory_batches=(16, 64, 256),
+    ),
+    "rawnet2": Recipe(
+        overrides=("model=rawnet2", "data.num_train=96", "data.num_val=8", "data.num_test=8"),
+        smoke=(
+            "model=rawnet2",
+            "model.arch=rawnet2_tiny",
+            "data.num_train=12",
+            "data.num_val=4",
+            "data.num_test=4",
+            "data.min_seconds=0.2",
+            "data.max_seconds=0.3",
+            "data.clip_samples=4000",
+            "data.batch_size=4",
+        ),
+        warmup=1,
+        steps=2,
+        repeats=2,
+        memory_batches=(8, 16, 32),
+    ),
+    "puzzle_cnn": Recipe(
+        overrides=("model=puzzle_cnn", "data.puzzles_per_epoch=32"),
+        smoke=(
+            "model=puzzle_cnn",
+            "model.arch=puzzle_cnn_tiny",
+            "data.puzzle_size=64",
+            "data.rows=2",
+            "data.cols=2",
+            "data.pieces_per_puzzle=4",
+            "data.puzzles_per_epoch=8",
+            "data.puzzles_per_image=1",
+            "data.batch_size=2",
+        ),
+        warmup=1,
+        steps=4,
+        repeats=2,
+        memory_batches=(1, 2, 4),
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what a user writes by hand: one training step and one inference pass per family
+
+
+def batch_samples(family: str, batch: Batch) -> int:
+    """Training examples in a batch (pieces for the puzzle family, whose batch is puzzles with their pieces)."""
+    key = {"lstm_extractor": "mixture", "optimized_unet": "label", "rawnet2": "audio", "puzzle_cnn": "piece"}[family]
+    return int(batch[key].shape[0])
+
+
+def _clip(module: L.LightningModule, clip: float) -> None:
+    if clip > 0:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+
+
+def plain_step(
+    family: str, module: L.LightningModule, batch: Batch, optimizer: Any, scheduler: Any, clip: float
+) -> None:
+    """One training batch the way a plain PyTorch loop does it: the family's loss, backward, clip, step."""
+    if family == "lstm_extractor":  # truncated BPTT: one optimiser step per chunk, the state carried between chunks
+        x = build_inputs(batch["mixture"], batch["condition"])  # (b, t, 1 + k)
+        target, state, chunk = batch["target"], None, module.hparams.chunk_len
+        for start in range(0, x.shape[1], chunk):
+            pred, state = module.net(x[:, start : start + chunk], state)  # (b, l)
+            loss = F.mse_loss(pred, target[:, start : start + chunk])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _clip(module, module.hparams.grad_clip)
+            optimizer.step()
+            state = detach_state(state)
+    else:
+        if family == "optimized_unet":
+            loss = module.step_loss(batch, module.train_weights)[0]
+        elif family == "rawnet2":
+            loss = module.loss(module.net(batch["audio"]), batch["label"])  # (b, 2) logits -> weighted CE
+        else:
+            terms = module.losses(module(batch["piece"], batch["puzzle"], batch["puzzle_index"]), batch)
+            loss = sum(module.loss_weights[k] * v for k, v in terms.items())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(module, clip)
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def infer(family: str, module: L.LightningModule, batch: Batch) -> object:
+    """The network's forward pass on a batch (what deployment runs)."""
+    if family == "lstm_extractor":
+        return module.net(build_inputs(batch["mixture"], batch["condition"]))
+    if family == "optimized_unet":
+        return module.net(batch["signal"], batch["static"])
+    if family == "rawnet2":
+        return module.net(batch["audio"])
+    return module(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# timing
+
+
+class StepTimer(Callback):
+    """Times training batches `warmup` .. end inside a Lightning fit: from the start of the first timed batch to the
+    end of the last (the fetches in between included, as in the plain loop)."""
+
+    def __init__(self, family: str, warmup: int) -> None:
+        self.family, self.warmup = family, warmup
+        self.seen, self.samples = 0, 0
+        self.start = self.end = 0.0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        if self.seen == self.warmup:
+            _synchronize()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self.seen += 1
+        if self.seen > self.warmup:
+            _synchronize()
+            self.end = time.perf_counter()
+            self.samples += batch_samples(self.family, batch)
+
+    def rate(self) -> float:
+        """Samples per second over the timed batches (NaN when the loader ran out before any was timed)."""
+        return self.samples / (self.end - self.start) if self.samples else float("nan")
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def optimizers_of(module: L.LightningModule) -> tuple[torch.optim.Optimizer, Any]:
+    """A fresh optimiser and scheduler from the module's `configure_optimizers` (a trainer must be attached)."""
+    config = module.configure_optimizers()
+    if isinstance(config, torch.optim.Optimizer):
+        return config, None
+    scheduler = config.get("lr_scheduler")
+    return config["optimizer"], scheduler["scheduler"] if isinstance(scheduler, Mapping) else scheduler
+
+
+def plain_rate(
+    family: str,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    recipe: Recipe,
+    clip: float,
+    device: torch.device,
+) -> float:
+    """Samples/s of the plain loop over the DataModule's training loader (batches `warmup` .. `warmup + steps`)."""
+    optimizer, scheduler = optimizers_of(module)
+    module.train()
+    samples, start = 0, 0.0
+    for i, batch in enumerate(datamodule.train_dataloader()):
+        if i == recipe.warmup + recipe.steps:
+            break
+        if i == recipe.warmup:
+            _synchronize()
+            start = time.perf_counter()
+        batch = move_data_to_device(batch, device)
+        plain_step(family, module, batch, optimizer, scheduler, clip)
+        if i >= recipe.warmup:
+            samples += batch_samples(family, batch)
+    _synchronize()
+    return samples / (time.perf_counter() - start)
+
+
+def lightning_rate(
+    family: str,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
+    recipe: Recipe,
+    configured: bool,
+    workdir: Path,
+    **trainer_kwargs: Any,
+) -> float:
+    """Samples/s of `Trainer.fit` on the same batches, bare or with the run's configured callbacks and loggers."""
+    from abr_lab.train import instantiate_group  # the run's own way of building them
+
+    timer = StepTimer(family, recipe.warmup)
+    callbacks: list[Callback] = [timer]
+    loggers: list[Any] = []
+    if configured:
+        callbacks += instantiate_group(cfg.get("callbacks"))
+        if cfg.get("curriculum"):
+            callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
+        loggers = instantiate_group(cfg.get("logger"))
+    trainer = L.Trainer(
+        accelerator=trainer_kwargs.pop("accelerator", "auto"),
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=recipe.warmup + recipe.steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=configured,
+        enable_progress_bar=configured,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
+        **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return timer.rate()
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median seconds of `fn` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize()
+        start = time.perf_counter()
+        fn()
+        _synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# one family
+
+
+def build(family: str, smoke: bool, workdir: Path, extra: tuple[str, ...] = ()) -> tuple[DictConfig, Any, Any]:
+    """The family's config, DataModule and module. Full-size data are generated once under ./data (as for
+    training); smoke-size data under `workdir`, which is thrown away."""
+    recipe = RECIPES[family]
+    overrides = [*(recipe.smoke if smoke else recipe.overrides), *extra]
+    cfg = compose_config(overrides, output_dir=workdir / family, root_dir=workdir if smoke else Path.cwd())
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    return cfg, datamodule, module
+
+
+def bench_family(family: str, smoke: bool) -> dict[str, Any]:
+    """Every figure of the module docstring for one family."""
+    recipe = RECIPES[family]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory(prefix="abr_bench_") as tmp:
+        workdir = Path(tmp)
+        cfg, datamodule, module = build(family, smoke, workdir)
+        if smoke:  # one of each measurement, memory at the smoke batch size
+            recipe = Recipe(recipe.overrides, recipe.smoke, 1, 1, 1, (int(cfg.data.batch_size),))
+        clip = float(cfg.trainer.get("gradient_clip_val") or 0.0)
+        # the first fit prepares the data, runs the module's setup (statistics, class weights) and warms up
+        lightning_rate(family, module, datamodule, cfg, recipe, configured=False, workdir=workdir)
+        rates: dict[str, list[float]] = {"bare": [], "configured": [], "plain": []}
+        for _ in range(recipe.repeats):  # alternated, so drift on a shared machine hits all three alike
+            rates["bare"].append(lightning_rate(family, module, datamodule, cfg, recipe, False, workdir))
+            rates["configured"].append(lightning_rate(family, module, datamodule, cfg, recipe, True, workdir))
+            rates["plain"].append(plain_rate(family, module, datamodule, recipe, clip, device))
+        median = {k: statistics.median(v) for k, v in rates.items()}
+
+        batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
+        samples = batch_samples(family, batch)
+        optimizer, scheduler = optimizers_of(module)
+        step_s = median_time(lambda: plain_step(family, module, batch, optimizer, scheduler, clip), recipe.repeats)
+        data_s = data_seconds_per_batch(datamodule, recipe)
+        module.eval()
+        with torch.inference_mode():
+            infer_s = median_time(lambda: infer(family, module, batch), max(3, recipe.repeats))
+        module.train()
+        result: dict[str, Any] = {
+            "batch_size": int(cfg.data.batch_size),
+            "samples_per_batch": samples,
+            "parameters": sum(p.numel() for p in module.parameters()),
+            "lightning_bare_samples_per_s": median["bare"],
+            "lightning_configured_samples_per_s": median["configured"],
+            "plain_samples_per_s": median["plain"],
+            "lightning_bare_over_plain": median["bare"] / median["plain"],
+            "lightning_configured_over_plain": median["configured"] / median["plain"],
+            "model_steps_per_s": 1.0 / step_s,
+            "data_batches_per_s": 1.0 / data_s,
+            "data_over_model": step_s / data_s,
+            "num_workers": int(cfg.data.get("num_workers", 0)),
+            "inference_samples_per_s": samples / infer_s,
+            "inference_ms_per_batch": 1000.0 * infer_s,
+            "memory": {str(b): peak_memory(family, b, smoke) for b in recipe.memory_batches},
+        }
+        if torch.cuda.is_available():
+            result["gpu"] = gpu_variants(family, smoke, recipe, workdir)
+    return result
+
+
+def data_seconds_per_batch(datamodule: L.LightningDataModule, recipe: Recipe) -> float:
+    """Seconds per batch of the training DataLoader alone (its configured workers), after its first batch."""
+    loader = iter(datamodule.train_dataloader())
+    next(loader)  # worker start-up and the first batch
+    count, start = 0, time.perf_counter()
+    for _ in range(max(recipe.steps, 3)):
+        try:
+            next(loader)
+        except StopIteration:
+            break
+        count += 1
+    return (time.perf_counter() - start) / max(count, 1)
+
+
+def gpu_variants(family: str, smoke: bool, recipe: Recipe, workdir: Path) -> dict[str, float]:
+    """Bare Lightning throughput in fp32, bf16-mixed, and bf16-mixed with `torch.compile`; ratios to fp32 eager."""
+    out: dict[str, float] = {}
+    for name, precision, compiled in (
+        ("fp32", "32-true", False),
+        ("bf16", "bf16-mixed", False),
+        ("bf16_compile", "bf16-mixed", True),
+    ):
+        cfg, datamodule, module = build(family, smoke, workdir, extra=(f"model.compile={str(compiled).lower()}",))
+        lightning_rate(family, module, datamodule, cfg, recipe, False, workdir, precision=precision)  # warm, compile
+        out[f"{name}_samples_per_s"] = lightning_rate(
+            family, module, datamodule, cfg, recipe, False, workdir, precision=precision
+        )
+    for name in ("bf16", "bf16_compile"):
+        out[f"{name}_over_fp32"] = out[f"{name}_samples_per_s"] / out["fp32_samples_per_s"]
+    try:
+        out["gpu_utilisation_percent"] = float(torch.cuda.utilization())
+    except Exception:  # needs pynvml; not every machine has it
+        pass
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory: a fresh process per batch size (peak RSS is a process-lifetime high-water mark)
+
+
+def peak_memory(family: str, batch_size: int, smoke: bool) -> dict[str, float]:
+    """Peak memory of two training steps at `batch_size`, measured in a fresh process (`memory_probe`)."""
+    cmd = [sys.executable, "-m", "abr_lab.benchmarking", family, str(batch_size), *(["--smoke"] if smoke else [])]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe {family} batch {batch_size} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set size since start or since `reset_peak_rss`, MB (Linux /proc VmHWM; elsewhere
+    the lifetime peak of getrusage, KB on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux >= 4.0: writing 5 to /proc/self/clear_refs); a no-op elsewhere, where the
+    peak then includes the data set-up."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def current_rss_mb() -> float:
+    """The process's resident set size now, MB (Linux /proc; elsewhere the peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except OSError:
+        return peak_rss_mb()
+    return pages * resource.getpagesize() / 2**20
+
+
+def memory_probe(family: str, batch_size: int, smoke: bool) -> dict[str, float]:
+    """Run two training steps at `batch_size` (data and module ready first) and report the memory high-water marks."""
+    recipe = RECIPES[family]
+    with tempfile.TemporaryDirectory(prefix="abr_mem_") as tmp:
+        cfg, datamodule, module = build(family, smoke, Path(tmp), extra=(f"data.batch_size={batch_size}",))
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        before = current_rss_mb()  # imports (torch, lightning, timm: ~0.8 GB here), data and module
+        reset_peak_rss()  # the peak of training, not of generating or decoding the data
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        probe = Recipe(recipe.overrides, recipe.smoke, 0, 2, 1, ())  # two steps, whatever their speed
+        lightning_rate(family, module, datamodule, cfg, probe, configured=False, workdir=Path(tmp))
+        out = {"peak_rss_mb": peak_rss_mb(), "rss_before_training_mb": before}
+        if torch.cuda.is_available():
+            out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# report
+
+
+def markdown_report(results: Mapping[str, Any]) -> str:
+    """The results as markdown tables: environment, then one row per family, then each family's specifics."""
+    env = results.get("environment", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python scripts/benchmark.py` on {env.get('date', '?')}: {env.get('processor', '?')}, "
+        f"{env.get('cpu_threads', '?')} CPU threads, GPU {env.get('cuda') or 'none'}, python {env.get('python', '?')}, "
+        f"torch {env.get('torch', '?')}, lightning {env.get('lightning', '?')}. Medians over repeats.",
+        "",
+    ]
+    framework = results.get("framework", {})
+    if framework:
+        lines += [
+            "| family | batch | samples/s plain | Lightning bare / plain | Lightning configured / plain "
+            "| data / model | inference samples/s | ms per batch | peak RSS MB by batch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for family, r in framework.items():
+            if not isinstance(r, Mapping) or "plain_samples_per_s" not in r:
+                continue
+            memory = ", ".join(f"{b}: {m['peak_rss_mb']:,.0f}" for b, m in r.get("memory", {}).items())
+            lines.append(
+                f"| {family} | {r['samples_per_batch']} | {r['plain_samples_per_s']:,.1f} "
+                f"| {r['lightning_bare_over_plain']:.3f} | {r['lightning_configured_over_plain']:.3f} "
+                f"| {r['data_over_model']:,.1f} | {r['inference_samples_per_s']:,.1f} "
+                f"| {r['inference_ms_per_batch']:,.1f} | {memory} |"
+            )
+        lines.append("")
+    for name, section in results.items():
+        if name in ("environment", "framework") or not isinstance(section, Mapping):
+            continue
+        lines += [f"## {name}", "", "| figure | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_cell(v)} |" for k, v in section.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m abr_lab.benchmarking <family> <batch size> [--smoke]`: the memory probe (prints one JSON line)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    smoke = "--smoke" in args
+    family, batch_size = [a for a in args if a != "--smoke"]
+    print(json.dumps(memory_probe(family, int(batch_size), smoke)))
+
+
+if __name__ == "__main__":
+    main()
