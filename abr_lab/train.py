@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from abr_lab.checkpoint import StoreRunConfig
+from abr_lab.checkpoint import StoreRunConfig, read_checkpoint
 from abr_lab.resume import RNGState, register_resolvers, resumed_config, wants_resume
 from abr_lab.run_dir import save_config, write_metrics
 
@@ -80,7 +80,7 @@ def checkpoint_facts(path: str, monitor: str) -> dict[str, Any]:
     Read from the file rather than the trainer: with spawned processes (`trainer=ddp_sim`) the launching process's
     trainer does not see the workers' epoch counter or ModelCheckpoint scores.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(path)
     states = [
         v for k, v in ckpt.get("callbacks", {}).items() if k.startswith("ModelCheckpoint") and f"'{monitor}'" in k
     ]
