@@ -63,7 +63,8 @@ def test_loss_weights_from_the_config_reach_the_loss(datamodule, tmp_path: Path)
 
 def test_unknown_loss_option_is_named(tmp_path: Path) -> None:
     cfg = compose_config([*TINY_UNET, "+loss.weights.wave_ii=1.0"], output_dir=tmp_path / "run", root_dir=tmp_path)
-    with pytest.raises(InstantiationException, match="unknown task 'wave_ii'"):
+    # Hydra 1.3 wraps the constructor's error in InstantiationException; 1.4 re-raises it as it is.
+    with pytest.raises((InstantiationException, ValueError), match="unknown task 'wave_ii'"):
         instantiate(cfg.model, _convert_="all")
 
 
