@@ -40,6 +40,24 @@ TINY_UNET = [
     "callbacks.waterfall.every_n_epochs=1",
 ]
 
+# The tiny U-Net on a 12-patient simulation, two training batches, no logger: seconds, and a real checkpoint.
+TINY_UNET_CHECKPOINT = [
+    "model=optimized_unet",
+    "model.arch=optimized_unet_tiny",
+    "model.warmup_steps=1",
+    "model.figure_every_n_epochs=0",
+    "data=abr_small",
+    "data.simulator.num_patients=12",
+    "data.batch_size=8",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=2",
+    "+trainer.limit_val_batches=1",
+    "+trainer.limit_test_batches=1",
+    "+trainer.num_sanity_val_steps=0",
+    "logger=none",
+]
+
 # Tiny anti-spoofing task: 0.2-0.3 s utterances, 4,000-sample clips, the few-thousand-parameter RawNet2.
 TINY_SPOOF = [
     "model=rawnet2",

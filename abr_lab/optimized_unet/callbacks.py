@@ -4,10 +4,14 @@
 alone when fit starts (so a run shows what it learns from before any number is logged), then, every few validation
 epochs, the same series with the model's predictions on top, so peaks and thresholds are judged as an audiologist
 would judge them rather than only through averaged metrics.
+
+`GeneratedWaterfallLogger` draws the same kind of figure for a generated patient: the U-Net's `generate_joint`
+conditioned on one validation ear's parameters and class at each of its levels, with the heads' peaks on top.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -101,3 +105,58 @@ class WaterfallLogger(L.Callback):
         """Send `fig` to every writer; the last call closes it (a figure per epoch must not accumulate)."""
         for k, writer in enumerate(writers):
             writer.add_figure(self.full_tag, fig, global_step=step, close=k == len(writers) - 1)
+
+
+class GeneratedWaterfallLogger(WaterfallLogger):
+    """Every few validation epochs, the waterfall of a generated patient: signals drawn by the module's
+    ``generate_joint`` with the chosen ear's age, rate, Fmp and class at each of its intensities (so the series can
+    be set beside the real one of the `WaterfallLogger`), the heads' predicted peaks and threshold on top.
+
+    Args: as `WaterfallLogger` (default tag ``generated_waterfall``), plus `seed` for the sampler's noise (the same
+    noise every epoch: the figure changes only as the model does).
+    """
+
+    def __init__(
+        self,
+        split: str = "val",
+        patient_id: str | None = None,
+        ear: str | None = None,
+        every_n_epochs: int = 1,
+        tag: str = "generated_waterfall",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(split, patient_id, ear, every_n_epochs, tag)
+        self.seed = seed
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        return  # nothing generated yet; the data's figure is the WaterfallLogger's
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        writers = tensorboard_writers(trainer.loggers)
+        if getattr(pl_module, "diffusion", None) is None or not trainer.is_global_zero or not writers:
+            return
+        records, (patient_id, ear), index = self._load(trainer)
+        series = records.subset(index)
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        out = pl_module.generate_joint(
+            len(index),
+            static=torch.as_tensor(series.static, dtype=torch.float32),
+            labels=torch.as_tensor(series.label),
+            generator=generator,
+        )
+        generated = replace(
+            series,
+            signal=out["signal"].cpu().numpy().astype(np.float32),
+            clean=None,
+            peak_mask=np.zeros_like(series.peak_mask),  # no labels: what is drawn is the heads' reading
+        )
+        predictions = {
+            "peaks": out["peaks_pred"].cpu().numpy(),
+            "peak_mask": out["presence_pred"].cpu().numpy(),
+            "threshold_db": float(out["threshold_pred"].mean()),
+        }
+        title = f"generated like {default_title(records, patient_id, ear)}, epoch {trainer.current_epoch}"
+        fig = waterfall(generated, patient_id, ear, predictions=predictions, title=title)
+        self._log(writers, fig, step=trainer.global_step)

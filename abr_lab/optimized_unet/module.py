@@ -10,6 +10,12 @@ checkpoint, so a checkpoint alone predicts in ms, µV and dB) and turns the netw
 
 The signal head learns the clean waveform where the data has one (the simulator's ``clean``: it denoises) and
 the recording itself otherwise.
+
+With `diffusion` set (`abr_lab.optimized_unet.diffusion.DiffusionConfig`), the same network also learns to generate:
+each training step adds the diffusion loss (v-prediction on the clean waveform noised to a random level, the
+static parameters and class dropped with probability p_uncond) to the multi-task loss, whose heads keep reading the
+recordings themselves (t = 0 inputs, the analysis path). `generate_joint` then draws (class, static) from the prior
+fitted on the train split, samples signals with DDIM and returns the heads' analysis of them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from abr_lab.loggers import tensorboard_writers
 from abr_lab.metrics import ABRMetrics, ReconstructionMetrics
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.optimized_unet import network  # noqa: F401  (registers the variants)
+from abr_lab.optimized_unet.diffusion import DiffusionConfig, JointPrior, add_noise, ddim_sample, v_target
 from abr_lab.optimized_unet.figures import confusion_figure
 from abr_lab.optimized_unet.losses import ABRLoss
 from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES, ABRRecords
@@ -46,6 +53,7 @@ HEAD_OF_TASK = {
     "amplitude": "peaks",
     "class": "class",
     "threshold": "threshold",
+    "diffusion": "diffusion",
 }
 
 
@@ -72,6 +80,8 @@ class OptimizedUNetModule(L.LightningModule):
         figure_every_n_epochs: the confusion matrix goes to TensorBoard every n validation epochs (0 = never).
         compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
             into an uncompiled network.
+        diffusion: None (analysis only), or the joint-generation settings (`DiffusionConfig`: weight, p_uncond,
+            class_conditioning, prior_components, sample_steps, guidance_scale).
     """
 
     def __init__(
@@ -87,9 +97,11 @@ class OptimizedUNetModule(L.LightningModule):
         min_lr_ratio: float = 0.02,
         figure_every_n_epochs: int = 5,
         compile: bool = False,
+        diffusion: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.diffusion = DiffusionConfig.from_dict(diffusion)
         loss_cfg = dict(loss or {})
         self.class_weighting = loss_cfg.pop("class_weights", "sqrt_inverse")
         if self.class_weighting not in CLASS_WEIGHTING:
@@ -97,8 +109,19 @@ class OptimizedUNetModule(L.LightningModule):
         self.loss_fn = ABRLoss.from_config(loss_cfg)
         # the weights training uses: the configured ones unless a curriculum sets them (`curriculum_knobs`)
         self.train_weights: dict[str, float] = dict(self.loss_fn.weights)
+        if self.diffusion is not None:
+            self.train_weights["diffusion"] = self.diffusion.weight
         self.task_losses: dict[str, Tensor] = {}  # the last training step's weighted task losses (`abr_lab.health`)
-        self.net = create_model(arch, signal_length=signal_length, **(arch_kwargs or {}))
+        generative = {}
+        if self.diffusion is not None:
+            generative = {"generative": True, "class_conditioning": self.diffusion.class_conditioning}
+        self.net = create_model(arch, signal_length=signal_length, **(arch_kwargs or {}), **generative)
+        # p(class) p(static | class) of the train split: what `generate_joint` draws parameters from
+        self.prior = (
+            None
+            if self.diffusion is None
+            else JointPrior(self.net.num_classes, components=self.diffusion.prior_components)
+        )
         if compile:
             compile_network(self.net)
         w = len(WAVES)
@@ -131,6 +154,13 @@ class OptimizedUNetModule(L.LightningModule):
                 f"set model.signal_length={length}"
             )
         self.set_statistics(norm, fs_hz=dataset.fs_hz, onset_ms=dataset.onset_ms)
+        if self.prior is not None:
+            self.prior.fit(
+                dataset.static_raw.numpy(),
+                dataset.label.numpy(),
+                np.asarray(norm.static_mean),
+                np.asarray(norm.static_std),
+            )
         if self.class_weighting != "none":
             self.loss_fn.set_class_weights(class_weights(datamodule.class_weights, self.class_weighting))
 
@@ -216,8 +246,23 @@ class OptimizedUNetModule(L.LightningModule):
         total, parts = self.loss_fn(self.standardise(out), self.targets(batch), weights)
         return total, parts, out
 
+    def diffusion_loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """MSE of the v prediction on the clean waveform (the recording where the data has none) noised to a
+        uniform random level t ∈ [0, 1]; static parameters and class dropped with probability p_uncond."""
+        assert self.diffusion is not None
+        x0 = batch["clean"] if "clean" in batch else batch["signal"]  # (B, 1, T) normalised
+        b, device = x0.shape[0], x0.device
+        t = torch.rand(b, device=device, generator=generator)  # (B,)
+        noise = torch.randn(x0.shape, device=device, generator=generator)  # (B, 1, T)
+        drop = torch.rand(b, device=device, generator=generator) < self.diffusion.p_uncond  # (B,)
+        v = self.net.denoise(add_noise(x0, t, noise), batch["static"], t, batch["label"], drop)  # (B, 1, T)
+        return (v - v_target(x0, t, noise)).square().mean()
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         total, parts, _ = self.step_loss(batch, self.train_weights)
+        if self.diffusion is not None:
+            parts["diffusion"] = self.diffusion_loss(batch)
+            total = total + self.train_weights["diffusion"] * parts["diffusion"]
         self.task_losses = {k: self.train_weights[k] * v for k, v in parts.items() if self.train_weights[k] > 0}
         b = batch["label"].shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=b)
@@ -237,6 +282,9 @@ class OptimizedUNetModule(L.LightningModule):
         total, parts, out = self.step_loss(batch)
         b = batch["label"].shape[0]
         self.log(f"{stage}/loss", total, prog_bar=stage == "val", batch_size=b, sync_dist=True)
+        if self.diffusion is not None:  # the same noise for a recording every epoch: comparable across epochs
+            seed = torch.Generator(device=batch["signal"].device).manual_seed(int(batch["index"][0]))
+            parts["diffusion"] = self.diffusion_loss(batch, generator=seed)  # not in {stage}/loss: analysis only
         self.log_dict({f"{stage}/loss_{k}": v for k, v in parts.items()}, batch_size=b, sync_dist=True)
         pred = self.predict(out)
         self.metrics[stage].update(
@@ -332,6 +380,76 @@ class OptimizedUNetModule(L.LightningModule):
             "peak_mask": pred["presence_pred"].cpu().numpy(),
             "threshold_db": float(pred["threshold_pred"].mean()),
             "signal": pred["signal_pred"].cpu().numpy(),
+        }
+
+    # ----------------------------------------------------------------------------------------------------------
+    # joint generation
+
+    @torch.no_grad()
+    def generate_joint(
+        self,
+        batch_size: int,
+        device: str | torch.device | None = None,
+        temperature: float = 1.0,
+        use_constraints: bool = True,
+        *,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        static: Tensor | None = None,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Generate `batch_size` ABRs together with their parameters, and the heads' analysis of them.
+
+        Args:
+            batch_size: how many.
+            device: where to generate (the module moves there); default where it is.
+            temperature: scales the spread of the static-parameter prior (0: the mixtures' means).
+            use_constraints: keep drawn parameters inside the train split's ranges (redrawn, then clipped).
+            steps, guidance_scale: DDIM steps and classifier-free guidance w; default `model.diffusion`'s.
+            static: (B, 4) raw parameters to condition on instead of drawing them (age, intensity, rate, Fmp).
+            labels: (B,) classes to condition on (class-conditioned networks); drawn from the train split's
+                frequencies when `static` is drawn too, else the null class (unconditional on class).
+            generator: random numbers of the prior and the initial noise (reproducible samples).
+
+        Returns (on the device): ``signal`` (B, T) µV, ``static`` (B, 4) raw, ``label`` (B,) the conditioning class
+        (-1 where none was used), and the heads' predictions for the generated signals (`predict`): ``class_pred``,
+        ``class_prob``, ``presence_pred``, ``presence_prob``, ``peaks_pred``, ``peaks_sigma``, ``threshold_pred``,
+        ``threshold_sigma``.
+        """
+        if self.diffusion is None or self.prior is None:
+            raise RuntimeError("this model was trained without generation: set model.diffusion (experiment=unet_joint)")
+        if device is not None:
+            self.to(device)
+        device = self.device
+        steps = self.diffusion.sample_steps if steps is None else steps
+        guidance = self.diffusion.guidance_scale if guidance_scale is None else guidance_scale
+        if static is None:
+            labels, static = self.prior.sample(batch_size, labels, temperature, use_constraints, generator)
+        else:
+            static = torch.as_tensor(static, dtype=torch.float32, device=device).reshape(batch_size, -1)
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(batch_size)
+        conditioning_labels = labels if self.net.class_conditioning else None
+        static_norm = self.prior.normalise(static.to(device))  # (B, 4)
+        was_training = self.training
+        self.eval()
+
+        def denoise(x_t: Tensor, t: Tensor, conditional: bool) -> Tensor:
+            drop = torch.full((batch_size,), not conditional, dtype=torch.bool, device=device)
+            return self.net.denoise(x_t, static_norm, t, conditioning_labels, drop)
+
+        noise = torch.randn(batch_size, 1, self.net.signal_length, device=device, generator=generator)
+        x = ddim_sample(denoise, noise, steps, guidance)  # (B, 1, T) normalised
+        pred = self.predict(self.net(x, static_norm))
+        self.train(was_training)
+        pred.pop("signal_pred")  # the heads' denoising of an already clean signal: not an output of generation
+        no_label = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+        return {
+            "signal": x.squeeze(1) * self.signal_std,
+            "static": static,
+            "label": no_label if conditioning_labels is None else conditioning_labels,
+            **pred,
         }
 
     # ----------------------------------------------------------------------------------------------------------

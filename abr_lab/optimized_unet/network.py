@@ -21,6 +21,15 @@ L_{i+1} = ceil(L_i / 2)):
 
 Outputs are in the units the LightningModule standardises from (see `OptimizedHierarchicalUNet.forward`); the
 network knows nothing of ms, µV or dB.
+
+A generative network (`generative=True`, joint generation) has a second path through the same trunk, `denoise`:
+
+    noised clean signal x_t (B, 1, T), t (B,) ──► static embedding (or the learned null embedding)
+                                                  + timestep embedding (+ class embedding, or its null row) (B, D)
+      └► the trunk above, FiLM-conditioned at every level by that (B, D) ──► full-resolution map (B, C_0, T)
+      └► diffusion head: conv block → 1×1 conv ──► v prediction (B, 1, T)
+
+The task extractors and heads are not on it: they only ever read recordings (the analysis path, `forward`).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from abr_lab.layers import (
     ResCNNStack,
     TransformerBlock,
 )
+from abr_lab.optimized_unet.diffusion import TimestepEmbedding
 from abr_lab.registry import register_variant
 
 FAMILY = "optimized_unet"
@@ -364,6 +374,10 @@ class OptimizedHierarchicalUNet(nn.Module):
         use_multi_scale_attention: multi-scale attention in the peak extractor.
         use_cross_attention: decoder transformers also attend to the mirrored encoder level.
         multi_scale_scales: depthwise-convolution widths of the multi-scale attention (one head each).
+        generative: add the diffusion path (`denoise`): a timestep embedding and a learned null embedding of the
+            static parameters, both entering the FiLM conditioning of every level, and a v-prediction head on the
+            full-resolution map. `forward` (analysis) is unchanged by it.
+        class_conditioning: `denoise` is also conditioned on the hearing-loss class (an embedding with a null row).
     """
 
     def __init__(
@@ -388,6 +402,8 @@ class OptimizedHierarchicalUNet(nn.Module):
         use_multi_scale_attention: bool = True,
         use_cross_attention: bool = True,
         multi_scale_scales: Sequence[int] = (1, 3, 5, 7),
+        generative: bool = False,
+        class_conditioning: bool = False,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -454,19 +470,20 @@ class OptimizedHierarchicalUNet(nn.Module):
         self.peak_head = PeakHead(top, cond_dim, num_waves)
         self.class_head = nn.Sequential(nn.Linear(top + cond_dim, top), nn.GELU(), nn.Linear(top, num_classes))
         self.threshold_head = nn.Sequential(nn.Linear(top + cond_dim, top), nn.GELU(), nn.Linear(top, 2))
+        if class_conditioning and not generative:
+            raise ValueError("class_conditioning=True needs generative=True (it conditions the diffusion path)")
+        self.generative, self.class_conditioning = generative, class_conditioning
+        if generative:
+            self.time_embedding = TimestepEmbedding(cond_dim)
+            self.null_static = nn.Parameter(torch.zeros(cond_dim))  # "no parameters given": classifier-free guidance
+            self.class_embedding = nn.Embedding(num_classes + 1, cond_dim) if class_conditioning else None  # last: null
+            self.diffusion_head = nn.Sequential(ConvBlock(top, top), nn.Conv1d(top, 1, kernel_size=1))
 
-    def forward(self, signal: Tensor, static: Tensor) -> dict[str, Tensor]:
-        """signal (B, 1, T) normalised recording, static (B, num_static) normalised parameters.
-
-        Returns a dict of tensors: ``signal`` (B, 1, T) on the input's scale; ``presence`` (B, W) logits;
-        ``latency`` (B, W) position as a fraction of the window [0, 1] and ``latency_log_sigma`` (B, W) of it in
-        the same unit; ``amplitude`` / ``amplitude_log_sigma`` (B, W) on the input's scale; ``class`` (B, C)
-        logits; ``threshold`` / ``threshold_log_sigma`` (B,) standardised.
-        """
+    def trunk(self, signal: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The shared U-Net: full-resolution map (B, C0, T), decoder output (B, C0, L0), bottleneck (B, Cb, Lb)."""
         if signal.ndim != 3 or signal.shape[1] != 1 or signal.shape[-1] != self.signal_length:
             raise ValueError(f"signal has shape {tuple(signal.shape)}, expected (B, 1, {self.signal_length})")
         t, gate = self.signal_length, self.transformer_gate
-        cond = self.static_embedding(static)  # (B, D)
         full = self.stem(signal)  # (B, C0, T)
         pad = self.lengths[0] * self.stem_stride - t
         h = self.patch(F.pad(full, (0, pad))) + self.position_embedding  # (B, C0, L0)
@@ -479,6 +496,18 @@ class OptimizedHierarchicalUNet(nn.Module):
         for level, skip in zip(self.decoder, reversed(skips), strict=True):
             h = level(h, skip, cond, gate)  # (B, C_i, L_i)
         full = self.full_fusion(self.unpatch(h)[..., :t], full)  # (B, C0, T)
+        return full, h, z
+
+    def forward(self, signal: Tensor, static: Tensor) -> dict[str, Tensor]:
+        """signal (B, 1, T) normalised recording, static (B, num_static) normalised parameters.
+
+        Returns a dict of tensors: ``signal`` (B, 1, T) on the input's scale; ``presence`` (B, W) logits;
+        ``latency`` (B, W) position as a fraction of the window [0, 1] and ``latency_log_sigma`` (B, W) of it in
+        the same unit; ``amplitude`` / ``amplitude_log_sigma`` (B, W) on the input's scale; ``class`` (B, C)
+        logits; ``threshold`` / ``threshold_log_sigma`` (B,) standardised.
+        """
+        cond = self.static_embedding(static)  # (B, D)
+        full, h, z = self.trunk(signal, cond)  # (B, C0, T), (B, C0, L0), (B, Cb, Lb)
         features = self.extractors(full, h, z, signal)  # per task: (B, C0, T), (B, C0, L0) or (B, C0)
         peaks = self.peak_head(features["peaks"], cond, self.positions)  # (B, W) each
         class_logits = self.class_head(torch.cat([features["class"], cond], -1))  # (B, num_classes)
@@ -491,14 +520,48 @@ class OptimizedHierarchicalUNet(nn.Module):
             "threshold_log_sigma": threshold_log_sigma,  # (B,)
         }
 
+    def generative_condition(
+        self, static: Tensor, t: Tensor, label: Tensor | None = None, drop: Tensor | None = None
+    ) -> Tensor:
+        """FiLM conditioning of the diffusion path (B, D): the static embedding (the null embedding where `drop`),
+        plus the timestep's embedding, plus the class's (the null class where `drop` or no `label`)."""
+        if not self.generative:
+            raise RuntimeError("this network has no diffusion path: build it with generative=True")
+        b = static.shape[0]
+        cond = self.static_embedding(static)  # (B, D)
+        if drop is not None:
+            cond = torch.where(drop.reshape(b, 1), self.null_static.expand(b, -1), cond)  # (B, D)
+        cond = cond + self.time_embedding(t.expand(b) if t.ndim == 0 else t)  # (B, D)
+        if self.class_embedding is not None:
+            null = torch.full((b,), self.num_classes, dtype=torch.long, device=static.device)
+            index = null if label is None else label.long()
+            if drop is not None:
+                index = torch.where(drop.reshape(b), null, index)
+            cond = cond + self.class_embedding(index)  # (B, D)
+        return cond
+
+    def denoise(
+        self, x_t: Tensor, static: Tensor, t: Tensor, label: Tensor | None = None, drop: Tensor | None = None
+    ) -> Tensor:
+        """The diffusion path: v prediction (B, 1, T) for the noised clean signal `x_t` (B, 1, T) at noise level
+        `t` (B,) in [0, 1], given normalised static parameters (B, num_static), the class (B,) if the network is
+        class-conditioned, and which examples to treat as unconditional (`drop`, (B,) bool)."""
+        cond = self.generative_condition(static, t, label, drop)  # (B, D)
+        full, _, _ = self.trunk(x_t, cond)  # (B, C0, T)
+        return self.diffusion_head(full)  # (B, 1, T)
+
     def heads(self) -> dict[str, nn.Module]:
-        """The output heads by task: signal, peaks (presence, latency, amplitude), class, threshold."""
-        return {
+        """The output heads by task: signal, peaks (presence, latency, amplitude), class, threshold (and the
+        diffusion head of a generative network)."""
+        heads: dict[str, nn.Module] = {
             "signal": self.signal_head,
             "peaks": self.peak_head,
             "class": self.class_head,
             "threshold": self.threshold_head,
         }
+        if self.generative:
+            heads["diffusion"] = self.diffusion_head
+        return heads
 
     def transformer_levels(self) -> dict[str, list[int]]:
         """Lengths of the encoder and decoder levels that hold transformer layers (for tests and summaries)."""

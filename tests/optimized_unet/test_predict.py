@@ -20,24 +20,8 @@ from abr_lab.optimized_unet.predict import HEADER
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, WAVES, ABRRecords, read_abr_file, write_abr_file
 from abr_lab.predict import predict
 from abr_lab.train import train
+from tests.conftest import TINY_UNET_CHECKPOINT
 
-# The tiny U-Net on a 12-patient simulation, two training batches: seconds, and a real checkpoint.
-TINY_UNET = [
-    "model=optimized_unet",
-    "model.arch=optimized_unet_tiny",
-    "model.warmup_steps=1",
-    "model.figure_every_n_epochs=0",
-    "data=abr_small",
-    "data.simulator.num_patients=12",
-    "data.batch_size=8",
-    "trainer=cpu",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=2",
-    "+trainer.limit_val_batches=1",
-    "+trainer.limit_test_batches=1",
-    "+trainer.num_sanity_val_steps=0",
-    "logger=none",
-]
 N = 6  # recordings predicted
 
 
@@ -45,7 +29,7 @@ N = 6  # recordings predicted
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ABRRecords]:
     """The checkpoint and the first `N` recordings of the simulated file it was trained on."""
     root = tmp_path_factory.mktemp("unet_predict")
-    summary = train(compose_config(TINY_UNET, output_dir=root / "run", root_dir=root))
+    summary = train(compose_config(TINY_UNET_CHECKPOINT, output_dir=root / "run", root_dir=root))
     (data_file,) = (root / "data" / "abr").glob("*.h5")
     return Path(summary["best_checkpoint"]), read_abr_file(data_file).subset(np.arange(N))
 
