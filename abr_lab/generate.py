@@ -33,7 +33,7 @@ from abr_lab.optimized_unet.schema import (
     ABRRecords,
     write_abr_file,
 )
-from abr_lab.predict import batches, resolve_device
+from abr_lab.predict import batches, parse_count, resolve_device
 
 OPTIONS: dict[str, str] = {
     "ckpt_path": "the checkpoint of a model trained with generation (required)",
@@ -69,6 +69,7 @@ def parse_label(value: str | int | None) -> int | None:
 
 
 def parse_bool(value: str | bool) -> bool:
+    """true / false (also 1 / 0, yes / no, any case) -> bool."""
     if isinstance(value, bool):
         return value
     if value.lower() in ("true", "1", "yes"):
@@ -76,16 +77,6 @@ def parse_bool(value: str | bool) -> bool:
     if value.lower() in ("false", "0", "no"):
         return False
     raise ValueError(f"{value!r}: use true or false")
-
-
-def positive_int(name: str, value: str | int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ValueError(f"{name}={value!r}: need a whole number >= 1")
-    return number
 
 
 def generate(
@@ -112,7 +103,6 @@ def generate(
     module = load_module(ckpt_path, cfg).to(resolve_device(device))
     if getattr(module, "diffusion", None) is None:
         raise ValueError(f"{ckpt_path}: this model was trained without generation (train with experiment=unet_joint)")
-    module.eval()
     generator = torch.Generator(device=module.device).manual_seed(seed)
     parts: list[dict[str, np.ndarray]] = []
     for part in batches(n, batch_size):
@@ -196,15 +186,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         out = generate(
             args["ckpt_path"],
-            positive_int("n", args["n"]),
+            parse_count("n", args["n"]),
             args["out"],
             label=parse_label(args.get("label")),
             temperature=float(args.get("temperature", 1.0)),
             use_constraints=parse_bool(args.get("use_constraints", "true")),
-            steps=positive_int("steps", args["steps"]) if "steps" in args else None,
+            steps=parse_count("steps", args["steps"]) if "steps" in args else None,
             guidance_scale=float(args["guidance_scale"]) if "guidance_scale" in args else None,
             seed=int(args.get("seed", 0)),
-            batch_size=positive_int("batch_size", args.get("batch_size", 256)),
+            batch_size=parse_count("batch_size", args.get("batch_size"), 256),
             device=args.get("device", "cpu"),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:

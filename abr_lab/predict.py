@@ -163,14 +163,15 @@ def output_path(input: Path, out: str | Path | None, suffix: str) -> Path:
     return path
 
 
-def parse_batch_size(value: Any, default: int) -> int:
-    """`value` (an int or its text) as a batch size >= 1; `default` when None."""
-    if value is None:
+def parse_count(name: str, value: Any, default: int | None = None) -> int:
+    """`value` (an int or its text) as a whole number >= 1 (a batch size, a count); `default` when None. Errors
+    name the argument: ``name=value``."""
+    if value is None and default is not None:
         return default
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"batch_size={value!r}: need a whole number >= 1")
+        raise ValueError(f"{name}={value!r}: need a whole number >= 1")
     return value
 
 
@@ -203,7 +204,7 @@ def predict(
     cfg = checkpoint_config(ckpt_path, overrides)
     family_name, family = family_of(cfg)
     parsed = parse_options(family_name, family, options)
-    size = parse_batch_size(batch_size, family.BATCH_SIZE)
+    size = parse_count("batch_size", batch_size, family.BATCH_SIZE)
     input = Path(input)
     if not input.exists():
         raise FileNotFoundError(f"input={str(input)!r}: no such file or folder")

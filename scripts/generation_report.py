@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from abr_lab.checkpoint import checkpoint_config, instantiate_datamodule, load_module, run_dir_of  # noqa: E402
-from abr_lab.optimized_unet.figures import pick_series, series_index, waterfall  # noqa: E402
+from abr_lab.optimized_unet.figures import generated_waterfall, pick_series  # noqa: E402
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords  # noqa: E402
 
 INTENSITY = STATIC_NAMES.index("intensity")
@@ -255,19 +255,8 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
 
 def save_waterfall(test: ABRRecords, gen: dict[str, np.ndarray], path: Path) -> None:
     """One test ear's level series as the model generated it (heads' peaks on top), as a PNG."""
-    from dataclasses import replace
-
     patient_id, ear = pick_series(test)
-    index = series_index(test, patient_id, ear)
-    generated = replace(
-        test, signal=gen["signal"].astype(np.float32), clean=None, peak_mask=np.zeros_like(test.peak_mask)
-    )
-    predictions = {
-        "peaks": gen["peaks_pred"][index],
-        "peak_mask": gen["presence_pred"][index],
-        "threshold_db": float(gen["threshold_pred"][index].mean()),
-    }
-    fig = waterfall(generated, patient_id, ear, predictions=predictions, title=f"generated: patient {patient_id}")
+    fig = generated_waterfall(test, gen, patient_id, ear, title=f"generated: patient {patient_id}")
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 

@@ -11,7 +11,6 @@ conditioned on one validation ear's parameters and class at each of its levels, 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -20,7 +19,13 @@ import torch
 
 from abr_lab.loggers import tensorboard_writers
 from abr_lab.optimized_unet.datamodule import SPLITS
-from abr_lab.optimized_unet.figures import default_title, pick_series, series_index, waterfall
+from abr_lab.optimized_unet.figures import (
+    default_title,
+    generated_waterfall,
+    pick_series,
+    series_index,
+    waterfall,
+)
 from abr_lab.optimized_unet.schema import ABRRecords
 
 
@@ -112,20 +117,12 @@ class GeneratedWaterfallLogger(WaterfallLogger):
     ``generate_joint`` with the chosen ear's age, rate, Fmp and class at each of its intensities (so the series can
     be set beside the real one of the `WaterfallLogger`), the heads' predicted peaks and threshold on top.
 
-    Args: as `WaterfallLogger` (default tag ``generated_waterfall``), plus `seed` for the sampler's noise (the same
-    noise every epoch: the figure changes only as the model does).
+    Args: `seed` for the sampler's noise (the same noise every epoch: the figure changes only as the model does);
+    the others as `WaterfallLogger`, with the default tag ``generated_waterfall``.
     """
 
-    def __init__(
-        self,
-        split: str = "val",
-        patient_id: str | None = None,
-        ear: str | None = None,
-        every_n_epochs: int = 1,
-        tag: str = "generated_waterfall",
-        seed: int = 0,
-    ) -> None:
-        super().__init__(split, patient_id, ear, every_n_epochs, tag)
+    def __init__(self, tag: str = "generated_waterfall", seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(tag=tag, **kwargs)
         self.seed = seed
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -146,17 +143,7 @@ class GeneratedWaterfallLogger(WaterfallLogger):
             labels=torch.as_tensor(series.label),
             generator=generator,
         )
-        generated = replace(
-            series,
-            signal=out["signal"].cpu().numpy().astype(np.float32),
-            clean=None,
-            peak_mask=np.zeros_like(series.peak_mask),  # no labels: what is drawn is the heads' reading
-        )
-        predictions = {
-            "peaks": out["peaks_pred"].cpu().numpy(),
-            "peak_mask": out["presence_pred"].cpu().numpy(),
-            "threshold_db": float(out["threshold_pred"].mean()),
-        }
+        generated = {k: v.cpu().numpy() for k, v in out.items()}  # aligned with the series' rows
         title = f"generated like {default_title(records, patient_id, ear)}, epoch {trainer.current_epoch}"
-        fig = waterfall(generated, patient_id, ear, predictions=predictions, title=title)
+        fig = generated_waterfall(series, generated, patient_id, ear, title=title)
         self._log(writers, fig, step=trainer.global_step)

@@ -265,7 +265,7 @@ class JointPrior(nn.Module):
         max_rounds: int = 20,
     ) -> tuple[Tensor, Tensor]:
         """Draw `n` (label, raw static) pairs: labels from the class frequencies unless given, static from that
-        class's mixture with its spread scaled by `temperature`, intensity on the level grid. With
+        class's mixture with its spread scaled by `temperature`, settings (intensity, rate) on their values. With
         `use_constraints`, draws outside the train split's ranges are redrawn (up to `max_rounds` times) and the
         rest clipped into them."""
         if not bool(self.fitted):
@@ -279,15 +279,12 @@ class JointPrior(nn.Module):
         bad = [int(c) for c in labels.unique() if c < 0 or c >= len(self.class_prob) or self.class_prob[c] == 0]
         if bad:
             raise ValueError(f"class {bad[0]} cannot be generated: it does not occur in the train split")
-        raw = torch.empty(n, self.means.shape[-1], device=device)
-        todo = torch.arange(n, device=device)
-        for round_ in range(max_rounds):
+        raw = self._draw(labels, temperature, generator)
+        for _ in range(max_rounds - 1 if use_constraints else 0):
+            todo = (~self.inside(raw)).nonzero().squeeze(-1)  # draws outside the ranges: drawn again
+            if todo.numel() == 0:
+                break
             raw[todo] = self._draw(labels[todo], temperature, generator)
-            if not use_constraints:
-                break
-            todo = todo[~self.inside(raw[todo])]
-            if todo.numel() == 0 or round_ == max_rounds - 1:
-                break
         if use_constraints:
             raw = torch.maximum(torch.minimum(raw, self.high), self.low)
         return labels, self.snap(raw)  # the train split's settings lie inside its ranges

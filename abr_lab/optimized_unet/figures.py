@@ -28,6 +28,7 @@ gid                  artist
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -190,6 +191,27 @@ def waterfall(
     handles = _legend_handles(ax)
     fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
     return fig
+
+
+def generated_waterfall(
+    records: ABRRecords, generated: Mapping[str, np.ndarray], patient_id: str, ear: str, title: str | None = None
+) -> Figure:
+    """The waterfall of signals generated for the rows of `records` (``generate_joint``'s outputs as NumPy arrays,
+    aligned with those rows): the generated waveforms in place of the recordings, no data labels, and the heads'
+    reading on top (peaks where present, the series' mean predicted threshold)."""
+    index = series_index(records, patient_id, ear)
+    shown = replace(
+        records,
+        signal=np.asarray(generated["signal"], dtype=np.float32),
+        clean=None,
+        peak_mask=np.zeros_like(records.peak_mask),  # what is drawn is the heads' reading, not labels
+    )
+    predictions = {
+        "peaks": generated["peaks_pred"][index],
+        "peak_mask": generated["presence_pred"][index],
+        "threshold_db": float(np.mean(generated["threshold_pred"][index])),
+    }
+    return waterfall(shown, patient_id, ear, predictions=predictions, title=title)
 
 
 def _check_predictions(predictions: Mapping[str, Any] | None, n: int, num_samples: int) -> dict[str, Any]:
