@@ -1,7 +1,12 @@
 """Speed benchmarks, written to a results file (never asserted in tests).
 
-    python scripts/benchmark.py [lstm] [unet] [s4d] [health] [rawnet2] [puzzle] [--smoke]
-                                [--out benchmarks/results.json]
+    python scripts/benchmark.py [framework] [lstm] [unet] [s4d] [health] [rawnet2] [puzzle] [--smoke]
+                                [--framework-family FAMILY ...] [--out benchmarks/results.json]
+
+framework: every family's default recipe through a bare Lightning `Trainer`, the configured one and a plain PyTorch
+loop over the same network, data and optimiser (samples/s and the ratios), the DataLoader against the model's step,
+inference, and peak memory by batch size (`abr_lab.benchmarking`); `--framework-family rawnet2` re-measures one
+family and keeps the other rows of the results file.
 
 lstm: steps/s of batched full-sequence inference (batch 256 x 2,000 steps) against the stateful L = 1 loop (batch
 1, the streaming use), measured in one run, and their ratio; the same input through a bare `nn.LSTM` of the same
@@ -50,7 +55,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -405,9 +410,9 @@ def bench_puzzle(smoke: bool) -> dict[str, float]:
     return out
 
 
-def bench_framework(smoke: bool) -> dict[str, object]:
-    """Every family through the framework: see `abr_lab.benchmarking.bench_family`."""
-    return {family: bench_family(family, smoke) for family in FAMILIES}
+def bench_framework(smoke: bool, families: Sequence[str] = FAMILIES) -> dict[str, object]:
+    """Each family through the framework: see `abr_lab.benchmarking.bench_family`."""
+    return {family: bench_family(family, smoke) for family in families}
 
 
 BENCHMARKS = {
@@ -439,6 +444,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("families", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: checks the fields, not speed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    parser.add_argument(
+        "--framework-family",
+        action="append",
+        choices=FAMILIES,
+        metavar="FAMILY",
+        help="framework: measure only this family (repeatable); the others' rows stay as the results file has them",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.families) - set(BENCHMARKS))
     if unknown:
@@ -447,7 +459,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     results: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["environment"] = environment()
     for family in args.families or list(BENCHMARKS):
-        results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
+        if family == "framework" and args.framework_family:
+            previous = results.get("framework", {})
+            kept = previous if previous.get("smoke") == args.smoke else {}
+            fresh = bench_framework(args.smoke, args.framework_family)
+            results[family] = {**kept, **fresh, "smoke": args.smoke}
+        else:
+            results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
         print(f"{family}: {json.dumps(results[family], indent=1)}")
     atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), markdown_report(results))

@@ -1,11 +1,12 @@
 """Proof of joint generation: does a U-Net trained with `experiment=unet_joint` generate ABRs that behave like data?
 
-    python scripts/generation_report.py ckpt_path=<checkpoint> [n=<count>] [steps=50] [guidance_scale=<w>]
-                                        [seed=0] [batch_size=512] [out=<report.json>]
+    python scripts/generation_report.py ckpt_path=<checkpoint> [split=test] [n=<count>] [steps=50]
+                                        [guidance_scale=<w>] [seed=0] [batch_size=512] [out=<report.json>]
 
-Every figure is measured on signals generated for the test split's own recordings: for each (the first `n`, all by
-default) the model generates a signal conditioned on that recording's static parameters (age, intensity, rate,
-Fmp) and, if it is class-conditioned, its class. Then:
+Every figure is measured on signals generated for one split's own recordings (`split=test`, the default, for the
+README's figures; `split=val` to choose sampling settings such as `guidance_scale` without looking at the test
+split): for each (`n` drawn at random, all by default) the model generates a signal conditioned on that recording's
+static parameters (age, intensity, rate, Fmp) and, if it is class-conditioned, its class. Then:
 
 1. **Latency–intensity slope of wave V** over normal-hearing recordings (ms per dB): the data's, from the labelled
    peaks of the test recordings with wave V; the generated signals', measured twice — by a plain peak picker that
@@ -41,6 +42,7 @@ from scipy import linalg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from abr_lab.atomic import atomic_write_text  # noqa: E402
 from abr_lab.checkpoint import checkpoint_config, instantiate_datamodule, load_module, run_dir_of  # noqa: E402
 from abr_lab.optimized_unet.figures import generated_waterfall, pick_series  # noqa: E402
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords  # noqa: E402
@@ -49,7 +51,8 @@ INTENSITY = STATIC_NAMES.index("intensity")
 V = 2  # wave V's index in (I, III, V)
 NORMAL = CLASS_NAMES.index("NORMAL")
 MIN_CLASS_COUNT = 20  # presence rates of rarer classes in the test split are too noisy for a 10-point bar
-OPTIONS = ("ckpt_path", "n", "steps", "guidance_scale", "seed", "batch_size", "out")
+SPLITS = ("val", "test")
+OPTIONS = ("ckpt_path", "split", "n", "steps", "guidance_scale", "seed", "batch_size", "out")
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -154,7 +157,8 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     datamodule = instantiate_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    test, train = datamodule.split_records("test"), datamodule.split_records("train")
+    # `test` names the split the report reads: the test split unless split=val
+    test, train = datamodule.split_records(args["split"]), datamodule.split_records("train")
     if args["n"] is not None and args["n"] < len(test):
         test = test.subset(np.sort(np.random.default_rng(args["seed"]).choice(len(test), args["n"], replace=False)))
     real_clean = test.clean if test.clean is not None else test.signal
@@ -226,6 +230,7 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
 
     result = {
         "checkpoint": str(args["ckpt_path"]),
+        "split": args["split"],
         "recordings": len(test),
         "steps": args["steps"] or module.diffusion.sample_steps,
         "guidance_scale": module.diffusion.guidance_scale if args["guidance_scale"] is None else args["guidance_scale"],
@@ -245,9 +250,10 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
         },
         "minutes": (time.time() - started) / 60,
     }
-    out = Path(args["out"]) if args["out"] else run_dir_of(args["ckpt_path"]) / "generation_report.json"
-    out.write_text(json.dumps(result, indent=2))
-    save_waterfall(test, gen, out.with_name("generated_waterfall.png"))
+    suffix = "" if args["split"] == "test" else f"_{args['split']}"
+    out = Path(args["out"]) if args["out"] else run_dir_of(args["ckpt_path"]) / f"generation_report{suffix}.json"
+    atomic_write_text(out, json.dumps(result, indent=2))
+    save_waterfall(test, gen, out.with_name(f"generated_waterfall{suffix}.png"))
     print_table(result)
     print(f"\nreport: {out}")
     return result
@@ -261,7 +267,8 @@ def save_waterfall(test: ABRRecords, gen: dict[str, np.ndarray], path: Path) -> 
 
 
 def print_table(r: dict[str, Any]) -> None:
-    print(f"\nJoint generation: {r['recordings']} test recordings, {r['steps']} DDIM steps, w = {r['guidance_scale']}")
+    print(f"\nJoint generation: {r['recordings']} {r['split']} recordings, ", end="")
+    print(f"{r['steps']} DDIM steps, w = {r['guidance_scale']}")
     print("\nwave V latency-intensity slope, normal hearing (ms/dB):")
     for k, v in r["latency_slope_ms_per_db"].items():
         err = r["latency_slope_relative_error"].get(k)
@@ -282,7 +289,15 @@ def print_table(r: dict[str, Any]) -> None:
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
-    args: dict[str, Any] = {"n": None, "steps": None, "guidance_scale": None, "seed": 0, "batch_size": 512, "out": None}
+    args: dict[str, Any] = {
+        "split": "test",
+        "n": None,
+        "steps": None,
+        "guidance_scale": None,
+        "seed": 0,
+        "batch_size": 512,
+        "out": None,
+    }
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep or key not in OPTIONS:
@@ -290,6 +305,8 @@ def parse(argv: list[str]) -> dict[str, Any]:
         args[key] = value
     if "ckpt_path" not in args:
         raise SystemExit("ckpt_path=<checkpoint> is required")
+    if args["split"] not in SPLITS:
+        raise SystemExit(f"split={args['split']!r}: expected one of {', '.join(SPLITS)}")
     for key in ("n", "steps", "seed", "batch_size"):
         args[key] = None if args[key] is None else int(args[key])
     args["guidance_scale"] = None if args["guidance_scale"] is None else float(args["guidance_scale"])

@@ -13,10 +13,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from abr_lab.checkpoint import checkpoint_config, load_module
+from abr_lab.checkpoint import checkpoint_config, instantiate_datamodule, load_module
 from abr_lab.config import compose_config
 from abr_lab.generate import generate, main
-from abr_lab.optimized_unet.schema import CLASS_NAMES, read_abr_file
+from abr_lab.optimized_unet.schema import CLASS_NAMES, ABRRecords, read_abr_file
 from abr_lab.train import train
 from tests.conftest import TINY_UNET_CHECKPOINT
 
@@ -115,9 +115,10 @@ def test_generation_report_writes_every_figure(trained: tuple[Path, Path], tmp_p
     import generation_report
 
     out = tmp_path / "report.json"
-    args = {"ckpt_path": str(ckpt), "n": None, "steps": 1, "guidance_scale": None, "seed": 0, "batch_size": 64}
-    result = generation_report.report({**args, "out": str(out)})
+    args = generation_report.parse([f"ckpt_path={ckpt}", "steps=1", "batch_size=64", f"out={out}"])
+    result = generation_report.report(args)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["split"] == "test" and result["recordings"] == len(_split_records(ckpt, "test"))
     assert set(result["frechet_distance"]) == {
         "real A vs real B (floor)",
         "real A vs generated B",
@@ -125,3 +126,22 @@ def test_generation_report_writes_every_figure(trained: tuple[Path, Path], tmp_p
     }
     assert "data (labels)" in result["latency_slope_ms_per_db"] and result["presence_v_by_class"]
     assert (tmp_path / "generated_waterfall.png").stat().st_size > 0
+
+
+def _split_records(ckpt: Path, split: str) -> ABRRecords:
+    datamodule = instantiate_datamodule(checkpoint_config(ckpt))
+    datamodule.setup("fit")
+    return datamodule.split_records(split)
+
+
+def test_generation_report_reads_the_validation_split_when_asked(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Sampling settings are chosen on `split=val`; its report goes to its own file, never over the test one's."""
+    ckpt, run = trained
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import generation_report
+
+    result = generation_report.report(generation_report.parse([f"ckpt_path={ckpt}", "split=val", "steps=1"]))
+    assert result["split"] == "val" and result["recordings"] == len(_split_records(ckpt, "val"))
+    assert json.loads((run / "generation_report_val.json").read_text())["split"] == "val"
+    with pytest.raises(SystemExit, match="split='train'"):
+        generation_report.parse([f"ckpt_path={ckpt}", "split=train"])

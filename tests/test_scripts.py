@@ -176,3 +176,14 @@ def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path)
         assert int(batch) == r["batch_size"] and memory["peak_rss_mb"] >= memory["rss_before_training_mb"] > 0
     report = out.with_suffix(".md").read_text()
     assert "| lstm_extractor |" in report and "| puzzle_cnn |" in report and "torch" in report
+
+
+def test_framework_benchmark_of_one_family_keeps_the_other_rows(tmp_path):
+    out = tmp_path / "results.json"
+    earlier = {"lstm_extractor": {"batch_size": 32}, "rawnet2": {"batch_size": 32}, "smoke": True}
+    out.write_text(json.dumps({"framework": earlier}))
+    argv = ["framework", "--smoke", "--framework-family", "lstm_extractor", "--out", str(out)]
+    results = load("benchmark").main(argv)["framework"]
+    assert results["rawnet2"] == {"batch_size": 32}  # kept as it was
+    assert results["lstm_extractor"]["plain_samples_per_s"] > 0  # measured again
+    assert json.loads(out.read_text())["framework"] == results
