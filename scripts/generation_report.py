@@ -9,19 +9,19 @@ split): for each (`n` drawn at random, all by default) the model generates a sig
 static parameters (age, intensity, rate, Fmp) and, if it is class-conditioned, its class. Then:
 
 1. **Latency–intensity slope of wave V** over normal-hearing recordings (ms per dB): the data's, from the labelled
-   peaks of the test recordings with wave V; the generated signals', measured twice — by a plain peak picker that
+   peaks of the split's recordings with wave V; the generated signals', measured twice — by a plain peak picker that
    reads only the waveform (the largest positive deflection within the window where the train data's wave V lies,
    also applied to the real clean waveforms for reference), and by the U-Net's peak head. Bar: within 20 % of the
    data's.
 2. **Wave-V presence rate by class**: the data's (labels) against the generated signals' (the peak head's
    presence); the head's rate on the real recordings is printed beside them as the instrument's own error. Bar:
-   within 10 points for every class with at least 20 test recordings.
+   within 10 points for every class with at least 20 recordings in the split.
 3. **Fréchet distance** between real and generated signals in the U-Net encoder's feature space (the bottleneck,
    mean over time, of the analysis path): real half A against the generated signals of half B, next to real half A
    against real half B (the floor: what sampling alone gives) and against a baseline generator (each recording's
    class-and-intensity mean waveform of the train split plus nothing: what the prior alone gives).
 4. **A classifier trained on real data** (the U-Net's class head) reads the generated class-conditioned signals:
-   accuracy and macro-F1 against the conditioning class, beside its scores on the real test recordings.
+   accuracy and macro-F1 against the conditioning class, beside its scores on the split's real recordings.
 
 Writes `generation_report.json` (and `generated_waterfall.png`, a generated patient's level series) next to the
 checkpoint's run and prints a table.
@@ -50,7 +50,7 @@ from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords 
 INTENSITY = STATIC_NAMES.index("intensity")
 V = 2  # wave V's index in (I, III, V)
 NORMAL = CLASS_NAMES.index("NORMAL")
-MIN_CLASS_COUNT = 20  # presence rates of rarer classes in the test split are too noisy for a 10-point bar
+MIN_CLASS_COUNT = 20  # presence rates of rarer classes in a split are too noisy for a 10-point bar
 SPLITS = ("val", "test")
 OPTIONS = ("ckpt_path", "split", "n", "steps", "guidance_scale", "seed", "batch_size", "out")
 
@@ -114,7 +114,7 @@ def analyse(module: Any, signal_uv: np.ndarray, static_raw: np.ndarray, batch_si
 
 
 def generate(module: Any, records: ABRRecords, args: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Signals conditioned on each test recording's parameters (and class), in batches."""
+    """Signals conditioned on each recording's parameters (and class), in batches."""
     generator = torch.Generator().manual_seed(args["seed"])
     parts = []
     for start in range(0, len(records), args["batch_size"]):
@@ -132,12 +132,12 @@ def generate(module: Any, records: ABRRecords, args: dict[str, Any]) -> dict[str
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def class_mean_baseline(train: ABRRecords, test: ABRRecords) -> np.ndarray:
-    """Each test recording's train-split mean clean waveform of its (class, intensity) (the class's mean if that
+def class_mean_baseline(train: ABRRecords, records: ABRRecords) -> np.ndarray:
+    """Each recording's train-split mean clean waveform of its (class, intensity) (the class's mean if that
     level is absent): a generator that knows the parameters and nothing of the variety between ears."""
     source = train.clean if train.clean is not None else train.signal
-    out = np.empty_like(test.signal)
-    for i, (label, level) in enumerate(zip(test.label, test.static[:, INTENSITY], strict=True)):
+    out = np.empty_like(records.signal)
+    for i, (label, level) in enumerate(zip(records.label, records.static[:, INTENSITY], strict=True)):
         rows = (train.label == label) & (train.static[:, INTENSITY] == level)
         if not rows.any():
             rows = train.label == label
@@ -157,32 +157,33 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     datamodule = instantiate_datamodule(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    # `test` names the split the report reads: the test split unless split=val
-    test, train = datamodule.split_records(args["split"]), datamodule.split_records("train")
-    if args["n"] is not None and args["n"] < len(test):
-        test = test.subset(np.sort(np.random.default_rng(args["seed"]).choice(len(test), args["n"], replace=False)))
-    real_clean = test.clean if test.clean is not None else test.signal
-    time_ms = test.time_ms()
-    print(f"generating {len(test)} signals ({args['steps'] or module.diffusion.sample_steps} DDIM steps) ...")
-    gen = generate(module, test, args)
+    records, train = datamodule.split_records(args["split"]), datamodule.split_records("train")
+    if args["n"] is not None and args["n"] < len(records):
+        records = records.subset(
+            np.sort(np.random.default_rng(args["seed"]).choice(len(records), args["n"], replace=False))
+        )
+    real_clean = records.clean if records.clean is not None else records.signal
+    time_ms = records.time_ms()
+    print(f"generating {len(records)} signals ({args['steps'] or module.diffusion.sample_steps} DDIM steps) ...")
+    gen = generate(module, records, args)
     batch = args["batch_size"]
-    on_real = analyse(module, test.signal, test.static, batch)
+    on_real = analyse(module, records.signal, records.static, batch)
 
     # 1. latency-intensity slope of wave V, normal hearing
-    normal_v = (test.label == NORMAL) & test.peak_mask[:, V]
+    normal_v = (records.label == NORMAL) & records.peak_mask[:, V]
     train_v = train.peak_mask[:, V]
     window = tuple(np.percentile(train.peaks[train_v, V, 0], [1, 99]).tolist())
-    normal = test.label == NORMAL
+    normal = records.label == NORMAL
     gen_v = normal & gen["presence_pred"][:, V]
     slopes = {
-        "data (labels)": slope(test.static[normal_v, INTENSITY], test.peaks[normal_v, V, 0]),
+        "data (labels)": slope(records.static[normal_v, INTENSITY], records.peaks[normal_v, V, 0]),
         "real clean, peak picker": slope(
-            test.static[normal_v, INTENSITY], pick_wave_v(real_clean[normal_v], time_ms, window)
+            records.static[normal_v, INTENSITY], pick_wave_v(real_clean[normal_v], time_ms, window)
         ),
         "generated, peak picker": slope(
-            test.static[normal_v, INTENSITY], pick_wave_v(gen["signal"][normal_v], time_ms, window)
+            records.static[normal_v, INTENSITY], pick_wave_v(gen["signal"][normal_v], time_ms, window)
         ),
-        "generated, peak head": slope(test.static[gen_v, INTENSITY], gen["peaks_pred"][gen_v, V, 0]),
+        "generated, peak head": slope(records.static[gen_v, INTENSITY], gen["peaks_pred"][gen_v, V, 0]),
     }
     data_slope = slopes["data (labels)"]
     slope_errors = {k: abs(v / data_slope - 1) for k, v in slopes.items() if k.startswith("generated")}
@@ -190,12 +191,12 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     # 2. wave V presence rate by class
     presence = {}
     for c, name in enumerate(CLASS_NAMES):
-        rows = test.label == c
+        rows = records.label == c
         if rows.sum() == 0:
             continue
         presence[name] = {
             "count": int(rows.sum()),
-            "data": float(test.peak_mask[rows, V].mean()),
+            "data": float(records.peak_mask[rows, V].mean()),
             "generated (head)": float(gen["presence_pred"][rows, V].mean()),
             "real recordings (head)": float(on_real["presence_pred"][rows, V].mean()),
         }
@@ -204,11 +205,11 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     }
 
     # 3. Fréchet distance in the encoder's feature space
-    order = np.random.default_rng(args["seed"] + 1).permutation(len(test))
+    order = np.random.default_rng(args["seed"] + 1).permutation(len(records))
     half_a, half_b = order[: len(order) // 2], order[len(order) // 2 : 2 * (len(order) // 2)]
-    feats_real = encoder_features(module, real_clean, test.static, batch)
-    feats_gen = encoder_features(module, gen["signal"], test.static, batch)
-    feats_base = encoder_features(module, class_mean_baseline(train, test), test.static, batch)
+    feats_real = encoder_features(module, real_clean, records.static, batch)
+    feats_gen = encoder_features(module, gen["signal"], records.static, batch)
+    feats_base = encoder_features(module, class_mean_baseline(train, records), records.static, batch)
     fd = {
         "real A vs real B (floor)": frechet_distance(feats_real[half_a], feats_real[half_b]),
         "real A vs generated B": frechet_distance(feats_real[half_a], feats_gen[half_b]),
@@ -216,22 +217,22 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     }
 
     # 4. the class head, trained on real recordings, reads generated ones
-    classes = [c for c in range(len(CLASS_NAMES)) if (test.label == c).sum() > 0]
+    classes = [c for c in range(len(CLASS_NAMES)) if (records.label == c).sum() > 0]
     classifier = {
         "generated": {
-            "accuracy": float((gen["class_pred"] == test.label).mean()),
-            "macro_f1": macro_f1(gen["class_pred"], test.label, classes),
+            "accuracy": float((gen["class_pred"] == records.label).mean()),
+            "macro_f1": macro_f1(gen["class_pred"], records.label, classes),
         },
         "real recordings": {
-            "accuracy": float((on_real["class_pred"] == test.label).mean()),
-            "macro_f1": macro_f1(on_real["class_pred"], test.label, classes),
+            "accuracy": float((on_real["class_pred"] == records.label).mean()),
+            "macro_f1": macro_f1(on_real["class_pred"], records.label, classes),
         },
     }
 
     result = {
         "checkpoint": str(args["ckpt_path"]),
         "split": args["split"],
-        "recordings": len(test),
+        "recordings": len(records),
         "steps": args["steps"] or module.diffusion.sample_steps,
         "guidance_scale": module.diffusion.guidance_scale if args["guidance_scale"] is None else args["guidance_scale"],
         "wave_v_window_ms": window,
@@ -253,16 +254,16 @@ def report(args: dict[str, Any]) -> dict[str, Any]:
     suffix = "" if args["split"] == "test" else f"_{args['split']}"
     out = Path(args["out"]) if args["out"] else run_dir_of(args["ckpt_path"]) / f"generation_report{suffix}.json"
     atomic_write_text(out, json.dumps(result, indent=2))
-    save_waterfall(test, gen, out.with_name(f"generated_waterfall{suffix}.png"))
+    save_waterfall(records, gen, out.with_name(f"generated_waterfall{suffix}.png"))
     print_table(result)
     print(f"\nreport: {out}")
     return result
 
 
-def save_waterfall(test: ABRRecords, gen: dict[str, np.ndarray], path: Path) -> None:
-    """One test ear's level series as the model generated it (heads' peaks on top), as a PNG."""
-    patient_id, ear = pick_series(test)
-    fig = generated_waterfall(test, gen, patient_id, ear, title=f"generated: patient {patient_id}")
+def save_waterfall(records: ABRRecords, gen: dict[str, np.ndarray], path: Path) -> None:
+    """One ear's level series as the model generated it (heads' peaks on top), as a PNG."""
+    patient_id, ear = pick_series(records)
+    fig = generated_waterfall(records, gen, patient_id, ear, title=f"generated: patient {patient_id}")
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
