@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         metavar="FAMILY",
         help="framework: measure only this family (repeatable); the others' rows stay as the results file has them",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # `framework --framework-family rawnet2 health` too
     unknown = sorted(set(args.families) - set(BENCHMARKS))
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")

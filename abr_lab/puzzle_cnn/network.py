@@ -4,11 +4,12 @@ A timm backbone (`features_only`) and one `FeaturePyramid` (Lin et al. 2017) sha
 one width at every stride. The piece is run at its four rotation hypotheses (hypothesis r undoes a rotation by r:
 ``rot90(piece, -r)``). At each pyramid level the centre of its map (`template_fraction` of the canvas: the cell, less
 the tabs and background around it) is a k x k template; pieces are at puzzle scale, so it covers as many pixels as a
-k x k window of the puzzle's map, and it is matched against every such window of its own puzzle by normalised
-cross-correlation (cosine similarity after `centre_on_puzzle`, 'same' padding, so the map peaks at the piece's
-centre). The level maps, each times a learnable scale, are upsampled to the finest level and summed, and a small
-residual conv stack (zero-initialised, so it starts as the identity) refines them into joint (rotation, y, x)
-heatmap logits.
+k x k window of the puzzle's map, and it is matched against every such window of its own puzzle by zero-mean
+normalised cross-correlation (`correlate`; 'same' padding, so the map peaks at the piece's centre). A parameter-free
+pixel level (the colour images average-pooled by `pixel_stride`) is matched the same way: template matching inside
+the network, which localises many pieces before any training. The level maps, each times a learnable scale, are
+upsampled to the finest level and summed, and a small residual conv stack (zero-initialised, so it starts as the
+identity; off by default, see `PuzzleNet`) may refine them into joint (rotation, y, x) heatmap logits.
 Read-out keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
@@ -19,8 +20,9 @@ Read-out keeps location all the way (no global pooling):
   probabilities;
 - box = centre +- size / 2, clamped to [0, 1].
 
-The correlation scale starts at 10: cosine similarities are small numbers, and the origin project's division by
-sqrt(C) = 16 left a near-flat softmax (correlations ~0.06) from which nothing could be learnt.
+The correlation scales are learnt. The pixel level's starts at 30, so the softmax over locations is peaked from the
+first step (the origin project divided its correlations by sqrt(C) = 16 and left a near-flat softmax, ~0.06, from
+which nothing could be learnt); the feature levels' start at 0.1, since random features carry no information yet.
 
 Legend: n pieces · p puzzles · r rotation hypotheses (4) · c channels · k template side · l pyramid level ·
 s piece side · S puzzle side · h w heatmap (finest level) size · h_l w_l level l's size.
@@ -43,6 +45,8 @@ from abr_lab.registry import register_variant
 
 FAMILY = "puzzle_cnn"
 ROTATIONS = 4
+CORRELATIONS = ("zncc", "centred", "cosine")
+MIN_VARIANCE = 1e-4  # per element: below it a window or template counts as flat in `normalized_cross_correlation`
 
 
 def rotation_hypotheses(piece: Tensor) -> Tensor:
@@ -50,40 +54,69 @@ def rotation_hypotheses(piece: Tensor) -> Tensor:
     return torch.stack([torch.rot90(piece, -r, dims=(-2, -1)) for r in range(ROTATIONS)], dim=1).flatten(0, 1)
 
 
-def normalized_cross_correlation(puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> Tensor:
-    """Cosine similarity of each template with every k x k window of its piece's puzzle map ('same' padding).
+def normalized_cross_correlation(
+    puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor, zero_mean: bool = True
+) -> Tensor:
+    """Normalised cross-correlation of each template with every k x k window of its piece's puzzle map ('same'
+    padding).
 
     Args:
         puzzle_map: (p, c, H, W) puzzle features.
         templates: (n, r, c, k, k) templates of every piece and hypothesis, k odd.
         puzzle_index: (n,) the puzzle row of each piece.
+        zero_mean: subtract the template's and the window's own mean per channel first (zero-mean NCC, OpenCV's
+            TM_CCOEFF_NORMED): a brightness or contrast change of the piece does not change the score, and a
+            direction every feature shares does not count as a match. False = plain cosine similarity.
 
     Returns:
-        (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on cell (i, j). Zero padding
-        leaves border windows partial (the missing part counts in neither norm). One convolution per puzzle (a
-        batch holds few puzzles and many pieces), so a puzzle's map is never copied per piece.
+        (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on cell (i, j). Border
+        windows are padded with zeros (with the puzzle's mean when `zero_mean`). One convolution per puzzle (a batch
+        holds few puzzles and many pieces), so a puzzle's map is never copied per piece.
     """
     n, r, c, k, _ = templates.shape
-    height, width = puzzle_map.shape[-2:]
-    eps = torch.finfo(torch.float32).eps
+    p, height, width = puzzle_map.shape[0], *puzzle_map.shape[-2:]
+    floor = MIN_VARIANCE * c * k * k  # a flat window or template (a black letterbox, a clear sky) scores ~0, not noise
     ones = puzzle_map.new_ones(1, 1, k, k)
-    energy = F.conv2d(puzzle_map.pow(2).sum(dim=1, keepdim=True), ones, padding=k // 2)  # (p, 1, H, W): |window|^2
-    window_norm = (energy.clamp_min(0) + eps).sqrt()  # (p, 1, H, W)
-    template_norm = (templates.pow(2).flatten(2).sum(dim=2) + eps).sqrt()  # (n, r)
+    if zero_mean:
+        # sum over the window of (x - window mean)^2 = sum x^2 - (sum x)^2 / k^2, per channel, then over channels.
+        # The template is centred, so its dot product with the window's mean is 0 and the map can be used as it is;
+        # the map less its global mean (which changes no window's deviations) keeps that difference from cancelling
+        # catastrophically in float32 where the map is far from 0 and nearly flat.
+        templates = templates - templates.mean(dim=(-2, -1), keepdim=True)  # (n, r, c, k, k)
+        puzzle_map = puzzle_map - puzzle_map.mean(dim=(-2, -1), keepdim=True)  # (p, c, H, W)
+        flat = puzzle_map.reshape(p * c, 1, height, width)
+        window_sum = F.conv2d(flat, ones, padding=k // 2).view(p, c, height, width)  # (p, c, H, W)
+        window_sq = F.conv2d(flat.pow(2), ones, padding=k // 2).view(p, c, height, width)  # (p, c, H, W)
+        energy = (window_sq - window_sum.pow(2) / (k * k)).sum(dim=1, keepdim=True)  # (p, 1, H, W)
+    else:
+        energy = F.conv2d(puzzle_map.pow(2).sum(dim=1, keepdim=True), ones, padding=k // 2)  # (p, 1, H, W)
+    window_norm = energy.clamp_min(floor).sqrt()  # (p, 1, H, W)
+    template_norm = templates.pow(2).flatten(2).sum(dim=2).clamp_min(floor).sqrt()  # (n, r)
     out = puzzle_map.new_zeros(n, r, height, width)
-    for p in puzzle_index.unique().tolist():
-        rows = (puzzle_index == p).nonzero().squeeze(1)  # the pieces of puzzle p
+    for q in puzzle_index.unique().tolist():
+        rows = (puzzle_index == q).nonzero().squeeze(1)  # the pieces of puzzle q
         weight = templates[rows].reshape(-1, c, k, k)  # (m r, c, k, k)
-        dot = F.conv2d(puzzle_map[p : p + 1], weight, padding=k // 2).view(len(rows), r, height, width)  # (m, r, H, W)
-        out[rows] = dot / (window_norm[p] * template_norm[rows][:, :, None, None])
+        dot = F.conv2d(puzzle_map[q : q + 1], weight, padding=k // 2).view(len(rows), r, height, width)  # (m, r, H, W)
+        out[rows] = dot / (window_norm[q] * template_norm[rows][:, :, None, None])
     return out  # (n, r, H, W)
 
 
 def centre_on_puzzle(puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> tuple[Tensor, Tensor]:
     """Subtract each puzzle's mean feature, (p, c, 1, 1), from its (p, c, H, W) map and from the (n, r, c, k, k)
-    templates of its pieces: a feature direction every location shares no longer counts as a match."""
+    templates of its pieces (the global form of zero-mean NCC, kept as the ``centred`` correlation)."""
     mean = puzzle_map.mean(dim=(2, 3), keepdim=True)  # (p, c, 1, 1)
     return puzzle_map - mean, templates - mean[puzzle_index][:, None]  # (p, c, H, W), (n, r, c, k, k)
+
+
+def correlate(kind: str, puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> Tensor:
+    """One level's (n, r, H, W) correlation map by `kind`: ``zncc`` (zero-mean NCC), ``centred`` (cosine after
+    `centre_on_puzzle`) or ``cosine``. A 1 x 1 template has no spatial mean to subtract (zero-mean NCC would be 0
+    everywhere), so ``zncc`` falls back to ``centred`` there (the coarsest level of small pieces)."""
+    if kind == "zncc" and templates.shape[-1] == 1:
+        kind = "centred"
+    if kind == "centred":
+        puzzle_map, templates = centre_on_puzzle(puzzle_map, templates, puzzle_index)
+    return normalized_cross_correlation(puzzle_map, templates, puzzle_index, zero_mean=kind == "zncc")
 
 
 def template_side(map_side: int, fraction: float) -> tuple[int, int]:
@@ -203,30 +236,46 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
 
 
 class CorrelationFusion(nn.Module):
-    """Level correlation maps -> joint heatmap logits: sum of exp(log_scale_l) x map_l (bilinear to the finest
-    level) plus a residual conv refinement of the stacked scaled maps whose last conv starts at zero."""
+    """Level correlation maps -> joint heatmap logits: the sum of exp(log_scale_l) x map_l (log_scale_l learnt from
+    log init_scales[l]; bilinear to the finest level), plus, when `refine_channels` > 0, a residual conv refinement
+    of the stacked scaled maps whose last conv starts at zero.
 
-    def __init__(self, levels: int, refine_channels: int, init_scale: float) -> None:
+    The refinement runs at the size of level `refine_level` and is upsampled: at the pixel level's stride (2) it
+    would cost more than the rest of the network, and the sum already carries the finest level's precision.
+    """
+
+    def __init__(self, init_scales: Sequence[float], refine_channels: int, refine_level: int = 0) -> None:
         super().__init__()
-        self.log_scale = nn.Parameter(torch.full((levels,), math.log(init_scale)))
-        self.refine = nn.Sequential(
-            nn.Conv2d(ROTATIONS * levels, refine_channels, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(refine_channels, ROTATIONS, kernel_size=3, padding=1),
-        )
-        nn.init.zeros_(self.refine[-1].weight)
-        nn.init.zeros_(self.refine[-1].bias)
+        levels = len(init_scales)
+        if not 0 <= refine_level < levels:
+            raise ValueError(f"refine_level must be in [0, {levels}), got {refine_level}")
+        self.refine_level = refine_level
+        self.log_scale = nn.Parameter(torch.tensor([math.log(scale) for scale in init_scales]))
+        self.refine: nn.Sequential | None = None
+        if refine_channels > 0:
+            self.refine = nn.Sequential(
+                nn.Conv2d(ROTATIONS * levels, refine_channels, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(refine_channels, ROTATIONS, kernel_size=3, padding=1),
+            )
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
 
     def forward(self, correlations: Sequence[Tensor]) -> Tensor:
         """[(n, r, h_l, w_l)] fine -> coarse -> (n, r, h, w) logits at the finest level's size."""
-        size = correlations[0].shape[-2:]
-        scaled = [
-            F.interpolate(corr * scale, size=size, mode="bilinear", align_corners=False)
-            if corr.shape[-2:] != size
-            else corr * scale
-            for corr, scale in zip(correlations, self.log_scale.exp(), strict=True)
-        ]  # [(n, r, h, w)]
-        return torch.stack(scaled).sum(dim=0) + self.refine(torch.cat(scaled, dim=1))  # (n, r, h, w)
+        scaled = [corr * scale for corr, scale in zip(correlations, self.log_scale.exp(), strict=True)]
+        heatmap = torch.stack([resize(m, correlations[0]) for m in scaled]).sum(dim=0)  # (n, r, h, w)
+        if self.refine is None:
+            return heatmap
+        refine_size = correlations[self.refine_level]
+        correction = self.refine(torch.cat([resize(m, refine_size) for m in scaled], dim=1))  # (n, r, h_k, w_k)
+        return heatmap + resize(correction, correlations[0])  # (n, r, h, w)
+
+
+def resize(maps: Tensor, like: Tensor) -> Tensor:
+    """(n, r, h, w) maps bilinearly resized to the spatial size of `like` (returned as they are when equal)."""
+    size = like.shape[-2:]
+    return maps if maps.shape[-2:] == size else F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
 
 
 class PuzzleNet(nn.Module):
@@ -238,12 +287,21 @@ class PuzzleNet(nn.Module):
         fpn_channels: width of the pyramid (and so of every template).
         template_fraction: share of the piece canvas (centred) a template covers; the canvas holds the cell plus the
             tabs, the scale jitter and some background (~0.6 of it is the cell).
-        refine_channels: width of the heatmap's residual refinement.
+        refine_channels: width of the heatmap's residual refinement (`CorrelationFusion`); 0 = none. Off by default:
+            trained on the CPU recipe it cut validation accuracy at IoU 0.5 from 0.73 to 0.63 in 3 epochs (it learns
+            to spread the heatmap, which lowers the heatmap loss and moves peaks). `puzzle_cnn_tiny` keeps one (8).
         size_hidden: hidden width of the size MLP.
-        init_scale: initial factor on every level's cosine similarities (learnt, as its log).
-        centre_features: subtract each puzzle's mean feature (per level and channel) from its map and from its
-            pieces' templates before correlating, as zero-mean NCC does with pixels; without it the cosine is
-            dominated by the direction every feature shares, and the maps show the puzzle more than the piece.
+        init_scale: initial factor on every feature level's correlation (learnt, as its log). Small by default:
+            random features carry no information yet, and the pixel level makes the softmax peaked; without a pixel
+            level use ~10, or the softmax over locations starts flat.
+        pixel_init_scale: initial factor on the pixel level's correlation (learnt, as its log).
+        correlation: how a template is compared with a window (`correlate`): ``zncc`` (zero-mean NCC, each
+            template and window less its own mean per channel), ``centred`` (cosine after subtracting the puzzle's
+            mean feature) or ``cosine``. Plain cosine is dominated by the direction every feature shares, and its
+            maps show the puzzle more than the piece.
+        pixel_stride: add a parameter-free finest level: the colour images themselves, average-pooled by this
+            stride, correlated like the feature levels (template matching inside the network, so the heatmap is
+            informative from the first step and the learnt levels refine it); None = feature levels only.
         readout_radius: the box centre is the soft-argmax within this many heatmap cells of the peak (None = the
             whole map).
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
@@ -254,11 +312,13 @@ class PuzzleNet(nn.Module):
         backbone: str = "resnet18",
         out_indices: Sequence[int] = (2, 3, 4),
         fpn_channels: int = 128,
-        template_fraction: float = 0.6,
-        refine_channels: int = 32,
+        template_fraction: float = 0.35,
+        refine_channels: int = 0,
         size_hidden: int = 128,
-        init_scale: float = 10.0,
-        centre_features: bool = True,
+        init_scale: float = 0.1,
+        pixel_init_scale: float = 30.0,
+        correlation: str = "zncc",
+        pixel_stride: int | None = 2,
         readout_radius: int | None = 2,
         pretrained_path: str | None = None,
     ) -> None:
@@ -269,23 +329,35 @@ class PuzzleNet(nn.Module):
             raise ValueError("out_indices: need at least one backbone stage")
         if not 0 < template_fraction <= 1:
             raise ValueError(f"template_fraction must be in (0, 1], got {template_fraction}")
-        if fpn_channels < 1 or refine_channels < 1 or size_hidden < 1 or not init_scale > 0:
-            raise ValueError("fpn_channels, refine_channels, size_hidden must be >= 1 and init_scale > 0")
+        if fpn_channels < 1 or refine_channels < 0 or size_hidden < 1 or not min(init_scale, pixel_init_scale) > 0:
+            raise ValueError(
+                "fpn_channels, size_hidden must be >= 1, refine_channels >= 0 and init_scale, pixel_init_scale > 0"
+            )
+        if correlation not in CORRELATIONS:
+            raise ValueError(f"correlation: unknown {correlation!r}; known: {', '.join(CORRELATIONS)}")
+        if pixel_stride is not None and pixel_stride < 1:
+            raise ValueError(f"pixel_stride must be >= 1 or None, got {pixel_stride}")
         if readout_radius is not None and readout_radius < 0:
             raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
         self.template_fraction = template_fraction
         self.readout_radius = readout_radius
-        self.centre_features = centre_features
+        self.correlation = correlation
+        self.pixel_stride = pixel_stride
         # encoder
         self.backbone = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
         )
-        self.strides = tuple(self.backbone.feature_info.reduction())
+        feature_strides = tuple(self.backbone.feature_info.reduction())
+        self.strides = feature_strides if pixel_stride is None else (pixel_stride, *feature_strides)  # fine -> coarse
         if pretrained_path is not None:
             load_backbone_weights(self.backbone, pretrained_path)
         self.fpn = FeaturePyramid(self.backbone.feature_info.channels(), fpn_channels)
         # heads
-        self.fusion = CorrelationFusion(len(self.strides), refine_channels, init_scale)
+        scales = [init_scale] * len(feature_strides)
+        if pixel_stride is None:
+            self.fusion = CorrelationFusion(scales, refine_channels)
+        else:  # the refinement at the finest feature level (`CorrelationFusion`)
+            self.fusion = CorrelationFusion([pixel_init_scale, *scales], refine_channels, refine_level=1)
         self.size_head = nn.Sequential(
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
@@ -295,15 +367,19 @@ class PuzzleNet(nn.Module):
         )
 
     def forward_features(self, piece: Tensor, puzzle: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> pyramids fine -> coarse: the puzzles' [(p, c, H_l, W_l)], the
-        pieces' templates [(n, r, c, k_l, k_l)] (hypothesis r undoes a rotation by r) and the coarsest map of the
-        piece as given, (n, c, h_L, w_L)."""
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> levels fine -> coarse (the pixel level first, when on): the
+        puzzles' maps [(p, c_l, H_l, W_l)], the pieces' templates [(n, r, c_l, k_l, k_l)] (hypothesis r undoes a
+        rotation by r) and the coarsest map of the piece as given, (n, c, h_L, w_L)."""
         n = piece.shape[0]
+        hypotheses = rotation_hypotheses(piece)  # (n r, 3, s, s)
         puzzle_maps = self.fpn(self.backbone(puzzle))  # [(p, c, H_l, W_l)]
-        piece_maps = self.fpn(self.backbone(rotation_hypotheses(piece)))  # [(n r, c, h_l, w_l)]
+        piece_maps = self.fpn(self.backbone(hypotheses))  # [(n r, c, h_l, w_l)]
+        if self.pixel_stride is not None:
+            puzzle_maps.insert(0, F.avg_pool2d(puzzle, self.pixel_stride))  # (p, 3, S / stride, S / stride)
+            piece_maps.insert(0, F.avg_pool2d(hypotheses, self.pixel_stride))  # (n r, 3, s / stride, s / stride)
         templates = [
             make_templates(m, self.template_fraction).unflatten(0, (n, ROTATIONS)) for m in piece_maps
-        ]  # [(n, r, c, k_l, k_l)]
+        ]  # [(n, r, c_l, k_l, k_l)]
         return puzzle_maps, templates, piece_maps[-1].unflatten(0, (n, ROTATIONS))[:, 0]
 
     def forward_head(
@@ -315,11 +391,8 @@ class PuzzleNet(nn.Module):
         size_scale: float,
     ) -> dict[str, Tensor | list[Tensor]]:
         """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side -> the output dict."""
-        if self.centre_features:
-            centred = [centre_on_puzzle(pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)]
-            puzzle_maps, templates = [pm for pm, _ in centred], [t for _, t in centred]
         correlations = [
-            normalized_cross_correlation(pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
+            correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)]
         heatmap = self.fusion(correlations)  # (n, r, h, w)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
@@ -339,9 +412,7 @@ class PuzzleNet(nn.Module):
         return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale)
 
 
-register_variant(
-    "puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128, template_fraction=0.6
-)
+register_variant("puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128)
 # timm's 0.37 M-parameter test ResNet and a 16-wide pyramid: a 64 x 64 puzzle in milliseconds, for tests and smoke runs
 register_variant(
     "puzzle_cnn_tiny",

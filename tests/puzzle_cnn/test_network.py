@@ -3,7 +3,6 @@ read-out, a peaked heatmap at init, and backbone weights from a local file."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -88,7 +87,7 @@ def test_correlation_peaks_at_the_cut_location_and_rotation() -> None:
         feature = torch.rot90(window, rotation, dims=(-2, -1))  # the piece, turned
         templates.append(torch.stack([torch.rot90(feature, -r, dims=(-2, -1)) for r in range(4)]))  # (r, c, k, k)
         index.append(p)
-    corr = normalized_cross_correlation(puzzle_map, torch.stack(templates), torch.tensor(index))  # (n, r, H, W)
+    corr = normalized_cross_correlation(puzzle_map, torch.stack(templates), torch.tensor(index), zero_mean=False)
     assert corr.shape == (5, 4, 12, 10) and corr.abs().max() <= 1 + 1e-5
     for i, (_, y, x, rotation) in enumerate(cases):
         flat = int(corr[i].flatten().argmax())
@@ -104,6 +103,73 @@ def test_correlation_peaks_at_the_cut_location_and_rotation() -> None:
         torch.testing.assert_close(corr[i], naive, atol=1e-5, rtol=1e-4)
 
 
+def test_zero_mean_correlation_is_pearson_per_window_and_ignores_brightness_and_contrast() -> None:
+    torch.manual_seed(2)
+    puzzle_map, k = torch.randn(2, 3, 9, 11), 3
+    templates, index = torch.randn(3, 4, 3, k, k), torch.tensor([0, 1, 1])
+    corr = normalized_cross_correlation(puzzle_map, templates, index)  # (n, r, H, W)
+    assert corr.abs().max() <= 1 + 1e-5
+    centred_map = puzzle_map - puzzle_map.mean(dim=(2, 3), keepdim=True)  # borders padded with the puzzle's mean
+    windows = F.unfold(F.pad(centred_map, (1, 1, 1, 1)), k).view(2, 3, k * k, 9, 11)  # (p, c, k k, H, W)
+    windows = (windows - windows.mean(dim=2, keepdim=True)).flatten(1, 2)  # each channel less its window mean
+    for i, p in enumerate(index.tolist()):
+        centred = templates[i] - templates[i].mean(dim=(-2, -1), keepdim=True)  # (r, c, k, k)
+        naive = F.cosine_similarity(centred.flatten(1)[:, :, None, None], windows[p][None], dim=1, eps=1e-12)
+        torch.testing.assert_close(corr[i], naive, atol=1e-5, rtol=1e-4)
+    # a piece photographed brighter (per-channel offset) and with more contrast (a positive factor) scores the same
+    changed = 1.7 * templates + torch.tensor([0.3, -0.2, 0.5])[:, None, None]
+    torch.testing.assert_close(normalized_cross_correlation(puzzle_map, changed, index), corr, atol=1e-5, rtol=1e-4)
+
+
+def test_without_refinement_the_heatmap_is_the_scaled_sum_of_the_level_maps() -> None:
+    net = create_model("puzzle_cnn_tiny", refine_channels=0)
+    assert net.fusion.refine is None
+    with torch.no_grad():
+        out = net(*batch())
+    scales = net.fusion.log_scale.exp()
+    size = out["heatmap"].shape[-2:]
+    expected = sum(
+        F.interpolate(corr * scale, size=size, mode="bilinear", align_corners=False)
+        for corr, scale in zip(out["correlations"], scales, strict=True)
+    )
+    torch.testing.assert_close(out["heatmap"], expected)
+    with pytest.raises(ValueError, match="refine_channels"):
+        create_model("puzzle_cnn_tiny", refine_channels=-1)
+
+
+def test_flat_windows_and_templates_score_zero_not_float32_noise() -> None:
+    # a black letterbox beside bright texture: the window variance sum x^2 - (sum x)^2 / k^2 cancels in float32, and
+    # without a floor the correlation came out at ~70 there (loss spikes of several hundred in training)
+    torch.manual_seed(4)
+    puzzle_map = torch.full((1, 3, 40, 40), -2.1)  # (p, c, H, W): flat, far from 0
+    puzzle_map[..., 20:] = 2.0 + torch.randn(1, 3, 40, 20)  # textured half
+    templates = torch.randn(2, 4, 3, 11, 11)
+    templates[1] = -2.1  # a flat template too
+    corr = normalized_cross_correlation(puzzle_map, templates, torch.zeros(2, dtype=torch.long))
+    assert corr.abs().max() <= 1 + 1e-5
+    assert corr[0, :, 5:35, 5:15].abs().max() < 1e-3  # windows inside the flat part (not touching the padding)
+    assert corr[1].abs().max() < 1e-3
+
+
+def test_the_pixel_level_finds_an_exact_piece_before_any_training() -> None:
+    # template matching inside the network: an untrained net localises and turns a piece cut from a textured puzzle
+    torch.manual_seed(3)
+    puzzle = F.interpolate(torch.randn(1, 3, 16, 16), size=64, mode="bilinear", align_corners=False)  # (1, 3, 64, 64)
+    padded = F.pad(puzzle, (8, 8, 8, 8))
+    cells = [(1, 2, 1), (3, 0, 3), (2, 2, 2)]  # (row, col, turns) on a 4 x 4 grid of 16 px cells
+    pieces = [
+        torch.rot90(padded[0, :, 16 * row : 16 * row + 32, 16 * col : 16 * col + 32], turns, dims=(-2, -1))
+        for row, col, turns in cells
+    ]  # the cell and 8 px around it, turned: (3, 32, 32) each
+    net = create_model("puzzle_cnn_tiny").eval()
+    with torch.no_grad():
+        out = net(torch.stack(pieces), puzzle, torch.zeros(3, dtype=torch.long))
+    centre = (out["box"][:, :2] + out["box"][:, 2:]) / 2  # (n, 2) x, y
+    expected = torch.tensor([[(col + 0.5) / 4, (row + 0.5) / 4] for row, col, _ in cells])
+    assert (centre - expected).abs().max() < 0.5 / 4  # inside the right cell
+    assert out["rotation_logits"].argmax(dim=1).tolist() == [turns for _, _, turns in cells]
+
+
 def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() -> None:
     heatmap = torch.zeros(2, 4, 4, 8)
     heatmap[0, 0, 1, 5] = 50.0  # upright, row 1, col 5
@@ -116,9 +182,14 @@ def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() ->
     torch.testing.assert_close(box, expected, atol=1e-4, rtol=0)  # the second one clamped at x = 0
 
 
-def test_heatmap_is_peaked_at_init() -> None:
-    net = create_model("puzzle_cnn_tiny")
-    torch.testing.assert_close(net.fusion.log_scale, torch.full_like(net.fusion.log_scale, math.log(10.0)))
+@pytest.mark.parametrize(
+    ("kwargs", "scales"),
+    [({}, [30.0, 0.1, 0.1, 0.1]), ({"pixel_stride": None, "init_scale": 10.0}, [10.0, 10.0, 10.0])],
+    ids=["pixel level", "feature levels only"],
+)
+def test_heatmap_is_peaked_at_init(kwargs: dict, scales: list[float]) -> None:
+    net = create_model("puzzle_cnn_tiny", **kwargs)
+    torch.testing.assert_close(net.fusion.log_scale.detach(), torch.tensor(scales).log())
     piece, puzzle, index = batch(pieces=4)
     with torch.no_grad():
         heatmap = net(piece, puzzle, index)["heatmap"]
@@ -186,6 +257,8 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"template_fraction": 0.0}, "template_fraction"),
         ({"template_fraction": 1.5}, "template_fraction"),
         ({"out_indices": ()}, "out_indices"),
+        ({"correlation": "pearson"}, "correlation"),
+        ({"pixel_stride": 0}, "pixel_stride"),
     ],
 )
 def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
@@ -233,5 +306,5 @@ def test_centred_correlation_ignores_a_feature_offset_shared_by_piece_and_puzzle
         *centre_on_puzzle(puzzle_map + offset, templates + offset[:, None], index), index
     )
     torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-4)
-    out = create_model("puzzle_cnn_tiny", centre_features=True)(*batch())
+    out = create_model("puzzle_cnn_tiny", correlation="centred")(*batch())
     assert torch.isfinite(out["heatmap"]).all()
