@@ -2,7 +2,7 @@
 
     python scripts/puzzle_baselines.py [hydra overrides ...] [--split val|test] [--limit N]
                                        [--scales 0.9 1.0 1.1] [--method ccoeff_normed|ccorr_normed]
-                                       [--out outputs/baselines/puzzle_baselines.json]
+                                       [--untrained] [--out outputs/baselines/puzzle_baselines.json]
 
 The config is composed as ``train.py model=puzzle_cnn <overrides>`` would (default data: ``data=puzzle_photos``, the
 scikit-image photographs); overrides such as ``data.rows=4``, ``data.jigsaw=false``,
@@ -11,6 +11,10 @@ the DataModule gives PuzzleCNN, batch by batch. `TemplateMatcher` (see `abr_lab.
 turns every piece (or the first ``--limit``); scored with `PuzzleMetrics`: mean IoU, share with IoU >= 0.5, centre
 error in cell widths, rotation accuracy and its confusion matrix, spread ratio, and the seconds per piece. Prints a
 table and writes the figures as JSON.
+
+``--untrained`` also scores the configured PuzzleCNN before any training (seed 0; the model's own validation or test
+loop on every piece of the split, ``--limit`` not applied): what its parameter-free pixel level and random features
+give on their own, the starting point of a training run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning as L
 from omegaconf import OmegaConf
 
 from abr_lab.atomic import atomic_write_text
@@ -42,6 +47,7 @@ COLUMNS = (
     ("pieces", "pieces", "{:d}"),
     ("s/piece", "seconds_per_piece", "{:.3f}"),
 )
+SCORES = ("iou", "acc_iou50", "centre_error", "rotation_accuracy", "spread_ratio")  # what both methods report
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -50,6 +56,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N pieces (default: all)")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.9, 1.0, 1.1], help="template scales tried")
     parser.add_argument("--method", choices=tuple(METHODS), default="ccoeff_normed", help="OpenCV correlation")
+    parser.add_argument("--untrained", action="store_true", help="also score the untrained PuzzleCNN (seed 0)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_known_args(argv)
 
@@ -69,6 +76,18 @@ def table(name: str, figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def untrained_figures(cfg: Any, dm: L.LightningDataModule, split: str) -> dict[str, float]:
+    """The configured PuzzleCNN's metrics on `split` before any training, through its own evaluation loop."""
+    L.seed_everything(0, workers=True)
+    model = hydra.utils.instantiate(cfg.model, _convert_="all")
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    run = trainer.validate if split == "val" else trainer.test
+    metrics = run(model, datamodule=dm, verbose=False)[0]
+    return {key: metrics[f"{split}/{key}"] for key in SCORES}
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     args, overrides = parse_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
@@ -86,8 +105,15 @@ def main(argv: list[str]) -> dict[str, Any]:
     name = f"template_{args.method}"
     print(f"\nTemplate matching ({args.method}, scales {args.scales}), {args.split} split, {figures['pieces']} pieces")
     print(table(name, figures))
+    results = {name: figures}
+    if args.untrained:
+        results["puzzle_cnn_untrained"] = untrained_figures(cfg, dm, args.split)
+        print(
+            "\nPuzzleCNN, untrained (seed 0): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in results["puzzle_cnn_untrained"].items())
+        )
     report = {
-        "results": {name: figures},
+        "results": results,
         "split": args.split,
         "overrides": ["model=puzzle_cnn", *overrides],
         "data": OmegaConf.to_container(cfg.data, resolve=True),

@@ -118,6 +118,23 @@ def test_puzzle_baselines_score_template_matching(tmp_path):
     assert json.loads(out.read_text())["data"]["rows"] == 2
 
 
+def test_puzzle_baselines_score_the_untrained_network_beside_template_matching(tmp_path):
+    argv = [
+        "data.puzzle_size=64",
+        "data.rows=2",
+        "data.cols=2",
+        "data.puzzles_per_image=1",
+        "model.arch=puzzle_cnn_tiny",
+    ]
+    report = load("puzzle_baselines").main([*argv, "--split", "val", "--untrained", "--out", str(tmp_path / "tm.json")])
+    untrained = report["results"]["puzzle_cnn_untrained"]
+    assert set(untrained) == {"iou", "acc_iou50", "centre_error", "rotation_accuracy", "spread_ratio"}
+    assert 0 <= untrained["acc_iou50"] <= 1 and 0 <= untrained["rotation_accuracy"] <= 1
+    # seeded: a second run scores the same
+    again = load("puzzle_baselines").main([*argv, "--split", "val", "--untrained", "--out", str(tmp_path / "b.json")])
+    assert again["results"]["puzzle_cnn_untrained"] == untrained
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))
