@@ -12,7 +12,9 @@ as configured; the data shrunk so that they generate in seconds):
 - inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
 - peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
   `torch.cuda.max_memory_allocated` (GPU);
-- on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager.
+- on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager, with the
+  mean GPU utilisation during each; and the plain loop's throughput and device memory as the batch grows until the
+  GPU is full (`gpu_batch_scaling`). `on_progress` hands over each stage's figures as soon as they exist.
 
 The health monitor probes gradients every `interval` steps (100): the few timed steps here start after the first
 probe, so its cost is measured on its own (`scripts/benchmark.py health`).
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -239,8 +242,8 @@ def plain_rate(
     device: torch.device,
 ) -> float:
     """Samples/s of the plain loop over the DataModule's training loader (batches `warmup` .. `warmup + steps`)."""
+    module.to(device).train()  # a finished `Trainer.fit` leaves the module on the CPU
     optimizer, scheduler = optimizers_of(module)
-    module.train()
     samples, start = 0, 0.0
     for i, batch in enumerate(datamodule.train_dataloader()):
         if i == recipe.warmup + recipe.steps:
@@ -326,8 +329,12 @@ def build(family: str, smoke: bool, workdir: Path, extra: tuple[str, ...] = ()) 
     return cfg, datamodule, module
 
 
-def bench_family(family: str, smoke: bool) -> dict[str, Any]:
-    """Every figure of the module docstring for one family."""
+def bench_family(
+    family: str, smoke: bool, on_progress: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Every figure of the module docstring for one family. `on_progress` gets the figures so far after each stage
+    (a GPU run's compile can outlast a time limit: what was measured before it is kept)."""
+    report = on_progress or (lambda _: None)
     recipe = RECIPES[family]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="abr_bench_") as tmp:
@@ -346,6 +353,7 @@ def bench_family(family: str, smoke: bool) -> dict[str, Any]:
         median = {k: statistics.median(v) for k, v in rates.items()}
 
         batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
+        module.to(device)
         samples = batch_samples(family, batch)
         optimizer, scheduler = optimizers_of(module)
         step_s = median_time(lambda: plain_step(family, module, batch, optimizer, scheduler, clip), recipe.repeats)
@@ -369,10 +377,18 @@ def bench_family(family: str, smoke: bool) -> dict[str, Any]:
             "num_workers": int(cfg.data.get("num_workers", 0)),
             "inference_samples_per_s": samples / infer_s,
             "inference_ms_per_batch": 1000.0 * infer_s,
-            "memory": {str(b): peak_memory(family, b, smoke) for b in recipe.memory_batches},
+            # process RSS on the CPU; on a GPU the batch scaling below reports device memory instead
+            "memory": {}
+            if device.type == "cuda"
+            else {str(b): peak_memory(family, b, smoke) for b in recipe.memory_batches},
         }
-        if torch.cuda.is_available():
-            result["gpu"] = gpu_variants(family, smoke, recipe, workdir)
+        if device.type == "cuda":
+            report(result)
+            gpu = result["gpu"] = {
+                "batch_scaling": gpu_batch_scaling(family, module, batch, clip, max_factor=2 if smoke else 256)
+            }
+            report(result)
+            gpu_variants(family, smoke, recipe, workdir, gpu, lambda: report(result))
     return result
 
 
@@ -390,26 +406,105 @@ def data_seconds_per_batch(datamodule: L.LightningDataModule, recipe: Recipe) ->
     return (time.perf_counter() - start) / max(count, 1)
 
 
-def gpu_variants(family: str, smoke: bool, recipe: Recipe, workdir: Path) -> dict[str, float]:
-    """Bare Lightning throughput in fp32, bf16-mixed, and bf16-mixed with `torch.compile`; ratios to fp32 eager."""
-    out: dict[str, float] = {}
+class UtilisationSampler:
+    """Mean GPU utilisation (percent of time a kernel ran, as NVML reports it) over a `with` block, sampled every
+    `period` seconds on a thread; `mean` is NaN where NVML is missing."""
+
+    def __init__(self, period: float = 0.05) -> None:
+        self.period, self.samples = period, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.samples.append(float(torch.cuda.utilization()))
+            except Exception:  # NVML (pynvml) missing or unsupported: no figure rather than no benchmark
+                return
+
+    def __enter__(self) -> UtilisationSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples) if self.samples else float("nan")
+
+
+def gpu_variants(
+    family: str, smoke: bool, recipe: Recipe, workdir: Path, out: dict[str, Any], measured: Callable[[], None]
+) -> None:
+    """Bare Lightning throughput and GPU utilisation in fp32, bf16-mixed, and bf16-mixed with `torch.compile`, and
+    the ratios to fp32 eager, into `out` (`measured` called after each). A variant that fails on the machine's stack
+    is reported with its error, not fatal."""
     for name, precision, compiled in (
         ("fp32", "32-true", False),
         ("bf16", "bf16-mixed", False),
         ("bf16_compile", "bf16-mixed", True),
     ):
-        cfg, datamodule, module = build(family, smoke, workdir, extra=(f"model.compile={str(compiled).lower()}",))
-        lightning_rate(family, module, datamodule, cfg, recipe, False, workdir, precision=precision)  # warm, compile
-        out[f"{name}_samples_per_s"] = lightning_rate(
-            family, module, datamodule, cfg, recipe, False, workdir, precision=precision
-        )
-    for name in ("bf16", "bf16_compile"):
-        out[f"{name}_over_fp32"] = out[f"{name}_samples_per_s"] / out["fp32_samples_per_s"]
-    try:
-        out["gpu_utilisation_percent"] = float(torch.cuda.utilization())
-    except Exception:  # needs pynvml; not every machine has it
-        pass
+        try:
+            cfg, datamodule, module = build(family, smoke, workdir, extra=(f"model.compile={str(compiled).lower()}",))
+            lightning_rate(family, module, datamodule, cfg, recipe, False, workdir, precision=precision)  # warm-up
+            with UtilisationSampler() as sampler:
+                rate = lightning_rate(family, module, datamodule, cfg, recipe, False, workdir, precision=precision)
+        except Exception as error:  # e.g. a compiler failure: the other variants still get measured
+            out[f"{name}_error"] = f"{type(error).__name__}: {error}"[:500]
+        else:
+            out[f"{name}_samples_per_s"] = rate
+            out[f"{name}_gpu_utilisation_percent"] = sampler.mean
+            if name != "fp32" and "fp32_samples_per_s" in out:
+                out[f"{name}_over_fp32"] = rate / out["fp32_samples_per_s"]
+        measured()
+
+
+def tile_batch(family: str, batch: Batch, factor: int) -> Batch:
+    """`factor` copies of a batch as one batch (a puzzle's pieces pointed at their own copy of the puzzle): training
+    at batch sizes the benchmark's data set need not hold."""
+    puzzles = int(batch["puzzle"].shape[0]) if family == "puzzle_cnn" else 0
+    return {
+        key: torch.cat([value + k * puzzles for k in range(factor)] if key == "puzzle_index" else [value] * factor)
+        for key, value in batch.items()
+    }
+
+
+def gpu_batch_scaling(
+    family: str, module: L.LightningModule, batch: Batch, clip: float, max_factor: int = 256, max_step_s: float = 1.0
+) -> dict[str, dict[str, Any]]:
+    """Plain-loop training throughput (fp32) and `torch.cuda.max_memory_allocated` as the training batch grows (tiled
+    x1, x2, x4, ...) until the GPU runs out of memory, 85 % of it is taken, a step takes `max_step_s`, or
+    `max_factor`: the batch sizes that fill the GPU. Keyed by training examples per batch."""
+    total = torch.cuda.get_device_properties(0).total_memory
+    out: dict[str, dict[str, Any]] = {}
+    factor = 1
+    while factor <= max_factor:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        try:
+            samples, step_s = _tiled_step_seconds(family, module, batch, factor, clip)
+        except torch.cuda.OutOfMemoryError:
+            out[f"x{factor}"] = {"out_of_memory": True}
+            break
+        peak = torch.cuda.max_memory_allocated()
+        out[str(samples)] = {"samples_per_s": samples / step_s, "step_s": step_s, "cuda_max_allocated_mb": peak / 2**20}
+        if peak > 0.85 * total or step_s > max_step_s:
+            break
+        factor *= 2
+    torch.cuda.empty_cache()
     return out
+
+
+def _tiled_step_seconds(
+    family: str, module: L.LightningModule, batch: Batch, factor: int, clip: float
+) -> tuple[int, float]:
+    """Training examples in the batch tiled `factor` times, and the median seconds of a plain training step on it (a
+    fresh optimiser: its state counts in the memory, and goes with it)."""
+    big = tile_batch(family, batch, factor)
+    optimizer, _ = optimizers_of(module)
+    return batch_samples(family, big), median_time(lambda: plain_step(family, module, big, optimizer, None, clip), 3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -506,6 +601,38 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                 f"| {r['data_over_model']:,.1f} | {r['inference_samples_per_s']:,.1f} "
                 f"| {r['inference_ms_per_batch']:,.1f} | {memory} |"
             )
+        lines.append("")
+    gpu_rows = {
+        family + (" (stopped early)" if r.get("partial") else ""): r["gpu"]
+        for family, r in framework.items()
+        if isinstance(r, Mapping) and "gpu" in r
+    }
+    if gpu_rows:
+        lines += [
+            "GPU: bare Lightning samples/s (mean GPU utilisation %) in fp32, bf16-mixed and bf16-mixed + "
+            "`torch.compile`; plain-loop fp32 training as the batch grows (samples/s, max allocated MB) up to the "
+            "batch that fills the GPU.",
+            "",
+            "| family | fp32 | bf16 | bf16 + compile | bf16 / fp32 | bf16 + compile / fp32 | batch scaling |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for family, g in gpu_rows.items():
+            cells = [
+                f"{g[f'{v}_samples_per_s']:,.0f} ({g[f'{v}_gpu_utilisation_percent']:.0f} %)"
+                if f"{v}_samples_per_s" in g
+                else f"failed: {g[f'{v}_error'][:80]}"
+                if f"{v}_error" in g
+                else "not measured"
+                for v in ("fp32", "bf16", "bf16_compile")
+            ]
+            ratios = [_cell(g[k]) if k in g else "-" for k in ("bf16_over_fp32", "bf16_compile_over_fp32")]
+            scaling = "; ".join(
+                f"{b}: OOM"
+                if m.get("out_of_memory")
+                else f"{b}: {m['samples_per_s']:,.0f}/s {m['cuda_max_allocated_mb']:,.0f} MB"
+                for b, m in g.get("batch_scaling", {}).items()
+            )
+            lines.append(f"| {family} | {' | '.join(cells)} | {' | '.join(ratios)} | {scaling} |")
         lines.append("")
     for name, section in results.items():
         if name in ("environment", "framework") or not isinstance(section, Mapping):

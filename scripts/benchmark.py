@@ -5,8 +5,11 @@
 
 framework: every family's default recipe through a bare Lightning `Trainer`, the configured one and a plain PyTorch
 loop over the same network, data and optimiser (samples/s and the ratios), the DataLoader against the model's step,
-inference, and peak memory by batch size (`abr_lab.benchmarking`); `--framework-family rawnet2` re-measures one
-family and keeps the other rows of the results file.
+inference, and peak memory by batch size (`abr_lab.benchmarking`); on a GPU also bf16-mixed and `torch.compile`
+against fp32 with the GPU's utilisation, and throughput and device memory up to the batch that fills the GPU. The
+results file is rewritten after each stage (an unfinished family's row marked "partial"), so a run stopped by a
+time limit keeps what it measured. `--framework-family rawnet2` re-measures one family and keeps the other rows of
+the results file.
 
 lstm: steps/s of batched full-sequence inference (batch 256 x 2,000 steps) against the stateful L = 1 loop (batch
 1, the streaming use), measured in one run, and their ratio; the same input through a bare `nn.LSTM` of the same
@@ -410,9 +413,20 @@ def bench_puzzle(smoke: bool) -> dict[str, float]:
     return out
 
 
-def bench_framework(smoke: bool, families: Sequence[str] = FAMILIES) -> dict[str, object]:
-    """Each family through the framework: see `abr_lab.benchmarking.bench_family`."""
-    return {family: bench_family(family, smoke) for family in families}
+def bench_framework(
+    smoke: bool, families: Sequence[str] = FAMILIES, save: Callable[[dict[str, object]], None] | None = None
+) -> dict[str, object]:
+    """Each family through the framework: see `abr_lab.benchmarking.bench_family`. `save` gets the rows so far after
+    each stage, the unfinished family's row marked ``"partial": true``."""
+    rows: dict[str, object] = {}
+    for family in families:
+
+        def progress(row: dict[str, object], family: str = family) -> None:
+            if save is not None:
+                save({**rows, family: {**row, "partial": True}})
+
+        rows[family] = bench_family(family, smoke, on_progress=progress)
+    return rows
 
 
 BENCHMARKS = {
@@ -458,17 +472,25 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     results: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["environment"] = environment()
+
+    def write() -> None:
+        atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.out.with_suffix(".md"), markdown_report(results))
+
     for family in args.families or list(BENCHMARKS):
-        if family == "framework" and args.framework_family:
+        if family == "framework":
             previous = results.get("framework", {})
-            kept = previous if previous.get("smoke") == args.smoke else {}
-            fresh = bench_framework(args.smoke, args.framework_family)
-            results[family] = {**kept, **fresh, "smoke": args.smoke}
+            kept = previous if args.framework_family and previous.get("smoke") == args.smoke else {}
+
+            def save(rows: dict[str, object], kept: dict = kept) -> None:  # a stopped run keeps what it measured
+                results["framework"] = {**kept, **rows, "smoke": args.smoke}
+                write()
+
+            save(bench_framework(args.smoke, args.framework_family or FAMILIES, save))
         else:
             results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
         print(f"{family}: {json.dumps(results[family], indent=1)}")
-    atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown_report(results))
+    write()
     print(f"written to {args.out} and {args.out.with_suffix('.md')}")
     return results
 

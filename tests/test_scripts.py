@@ -204,3 +204,32 @@ def test_framework_benchmark_of_one_family_keeps_the_other_rows(tmp_path):
     assert results["rawnet2"] == {"batch_size": 32}  # kept as it was
     assert results["lstm_extractor"]["plain_samples_per_s"] > 0  # measured again
     assert json.loads(out.read_text())["framework"] == results
+
+
+def test_framework_benchmark_stopped_mid_family_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A GPU run's compile can outlast the time limit: the stages measured before it are on disk, marked partial."""
+    script = load("benchmark")
+    first = {  # the first stages of a GPU row: the framework figures, then fp32 on the GPU
+        "samples_per_batch": 4,
+        "plain_samples_per_s": 10.0,
+        "lightning_bare_over_plain": 1.0,
+        "lightning_configured_over_plain": 0.99,
+        "data_over_model": 12.0,
+        "inference_samples_per_s": 40.0,
+        "inference_ms_per_batch": 100.0,
+        "memory": {},
+        "gpu": {"batch_scaling": {}, "fp32_samples_per_s": 20.0, "fp32_gpu_utilisation_percent": 50.0},
+    }
+
+    def stopped_after_one_stage(family, smoke, on_progress=None):
+        on_progress(first)
+        raise KeyboardInterrupt  # the run is stopped (timeout, Ctrl-C) before the family finishes
+
+    monkeypatch.setattr(script, "bench_family", stopped_after_one_stage)
+    out = tmp_path / "results.json"
+    with pytest.raises(KeyboardInterrupt):
+        script.main(["framework", "--smoke", "--framework-family", "rawnet2", "--out", str(out)])
+    saved = json.loads(out.read_text())["framework"]
+    assert saved["rawnet2"] == {**first, "partial": True} and saved["smoke"] is True
+    report = out.with_suffix(".md").read_text()
+    assert "| rawnet2 (stopped early) | 20 (50 %) | not measured | not measured |" in report

@@ -53,12 +53,19 @@ class S4DKernel(nn.Module):
         self.C = nn.Parameter(torch.view_as_real(torch.randn(channels, modes, dtype=torch.cfloat)))  # (H, N/2, 2)
 
     def discretised(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Ā (H, N/2), B̄ (H, N/2) and C (H, N/2), complex: the zero-order-hold system the kernel unrolls."""
-        dt = torch.exp(self.log_dt).unsqueeze(-1)  # (H, 1)
-        A = -torch.exp(self.log_A_real) + 1j * self.A_imag  # (H, N/2)
+        """Ā (H, N/2), B̄ (H, N/2) and C (H, N/2), complex: the zero-order-hold system the kernel unrolls.
+
+        In at least float32 whatever the parameters are stored in: mixed precision that casts them (FSDP's bf16
+        parameters) would otherwise find no complex bf16 type, and Ā^l for l in the thousands needs the mantissa."""
+        log_dt, log_A_real, A_imag, C = (
+            p.to(torch.promote_types(p.dtype, torch.float32))
+            for p in (self.log_dt, self.log_A_real, self.A_imag, self.C)
+        )
+        dt = torch.exp(log_dt).unsqueeze(-1)  # (H, 1)
+        A = -torch.exp(log_A_real) + 1j * A_imag  # (H, N/2)
         A_bar = torch.exp(dt * A)
         B_bar = (A_bar - 1.0) / A  # B = 1
-        return A_bar, B_bar, torch.view_as_complex(self.C)
+        return A_bar, B_bar, torch.view_as_complex(C)
 
     def forward(self, length: int) -> Tensor:
         A_bar, B_bar, C = self.discretised()  # (H, N/2) each
@@ -68,7 +75,7 @@ class S4DKernel(nn.Module):
         block = math.isqrt(length - 1) + 1  # b >= √L
         blocks = -(-length // block)  # L/b rounded up
         log_A = torch.log(A_bar).unsqueeze(-1)  # (H, N/2, 1)
-        steps = torch.arange(max(block, blocks), device=A_bar.device, dtype=self.log_dt.dtype)
+        steps = torch.arange(max(block, blocks), device=A_bar.device, dtype=A_bar.real.dtype)
         within = torch.exp(log_A * steps[:block])  # (H, N/2, b): Ā^j
         starts = (C * B_bar).unsqueeze(-1) * torch.exp(log_A * (steps[:blocks] * block))  # (H, N/2, L/b): C B̄ Ā^(i·b)
         k = torch.einsum("hni,hnj->hij", starts, within).flatten(1)[:, :length]  # (H, L): index i·b + j

@@ -114,9 +114,14 @@ def correlate(kind: str, puzzle_map: Tensor, templates: Tensor, puzzle_index: Te
     everywhere), so ``zncc`` falls back to ``centred`` there (the coarsest level of small pieces)."""
     if kind == "zncc" and templates.shape[-1] == 1:
         kind = "centred"
-    if kind == "centred":
-        puzzle_map, templates = centre_on_puzzle(puzzle_map, templates, puzzle_index)
-    return normalized_cross_correlation(puzzle_map, templates, puzzle_index, zero_mean=kind == "zncc")
+    # in at least float32 whatever the autocast dtype: a window's energy is a difference of sums of squares, which
+    # bf16's 8-bit mantissa cancels to noise (and CUDA autocast runs the sums in float32, the convolutions in bf16)
+    dtype = torch.promote_types(puzzle_map.dtype, torch.float32)
+    with torch.autocast(device_type=puzzle_map.device.type, enabled=False):
+        puzzle_map, templates = puzzle_map.to(dtype), templates.to(dtype)
+        if kind == "centred":
+            puzzle_map, templates = centre_on_puzzle(puzzle_map, templates, puzzle_index)
+        return normalized_cross_correlation(puzzle_map, templates, puzzle_index, zero_mean=kind == "zncc")
 
 
 def template_side(map_side: int, fraction: float) -> tuple[int, int]:

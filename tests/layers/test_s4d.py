@@ -163,3 +163,17 @@ def test_s4d_runs_under_bf16_autocast() -> None:
         y = layer(u.bfloat16())
     assert y.shape == (2, 4, 64) and torch.isfinite(y.float()).all()
     assert torch.allclose(y.float(), layer(u), atol=0.1)
+
+
+def test_kernel_from_bf16_parameters_is_computed_in_float32() -> None:
+    """FSDP's bf16-mixed casts every parameter to bf16 (there is no complex bf16): the kernel is built in float32
+    from the rounded parameters, and equals the float32 kernel of the same rounded values."""
+    torch.manual_seed(0)
+    kernel = S4DKernel(4, state_size=8)
+    with torch.no_grad():  # the float32 copy holds exactly the bf16-rounded values
+        for p in kernel.parameters():
+            p.copy_(p.bfloat16().float())
+    reference = kernel(256)
+    k = kernel.bfloat16()(256)  # (H, L)
+    assert k.dtype == torch.float32
+    torch.testing.assert_close(k, reference)

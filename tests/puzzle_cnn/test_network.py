@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
     centre_on_puzzle,
+    correlate,
     make_templates,
     normalized_cross_correlation,
     peak_window,
@@ -119,6 +120,23 @@ def test_zero_mean_correlation_is_pearson_per_window_and_ignores_brightness_and_
     # a piece photographed brighter (per-channel offset) and with more contrast (a positive factor) scores the same
     changed = 1.7 * templates + torch.tensor([0.3, -0.2, 0.5])[:, None, None]
     torch.testing.assert_close(normalized_cross_correlation(puzzle_map, changed, index), corr, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["zncc", "centred", "cosine"])
+def test_correlation_under_bf16_autocast_is_the_float32_correlation(kind: str) -> None:
+    """trainer=gpu trains in bf16-mixed: the correlation leaves autocast and runs in float32 (a window's energy is a
+    difference of sums of squares that bf16 cancels to noise, and CUDA autocast mixed bf16 and float32 results in
+    one tensor: 'Index put requires the source and destination dtypes match')."""
+    torch.manual_seed(3)
+    puzzle_map, templates, index = torch.randn(2, 8, 12, 12) + 3.0, torch.randn(3, 4, 8, 5, 5), torch.tensor([0, 1, 1])
+    reference = correlate(kind, puzzle_map, templates, index)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        mixed = correlate(kind, puzzle_map.bfloat16(), templates.bfloat16(), index)
+    assert mixed.dtype == torch.float32
+    # the inputs' bf16 rounding only, not bf16 arithmetic
+    rounded = correlate(kind, puzzle_map.bfloat16().float(), templates.bfloat16().float(), index)
+    torch.testing.assert_close(mixed, rounded)
+    assert (mixed - reference).abs().max() < 0.02
 
 
 def test_without_refinement_the_heatmap_is_the_scaled_sum_of_the_level_maps() -> None:

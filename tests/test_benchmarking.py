@@ -1,0 +1,104 @@
+"""The GPU pieces of `abr_lab.benchmarking` that can be checked without a GPU: batch tiling, the batch-scaling loop's
+stopping rules (CUDA's memory counters faked), the utilisation sampler without NVML."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+
+from abr_lab import benchmarking
+from abr_lab.benchmarking import UtilisationSampler, build, gpu_batch_scaling, tile_batch
+
+
+def test_tile_batch_points_each_piece_at_its_own_copy_of_the_puzzle():
+    batch = {
+        "puzzle": torch.arange(2.0).view(2, 1),  # two puzzles
+        "piece": torch.arange(3.0).view(3, 1),
+        "puzzle_index": torch.tensor([0, 1, 1]),
+    }
+    tiled = tile_batch("puzzle_cnn", batch, 3)
+    assert tiled["puzzle"].shape == (6, 1) and tiled["piece"].shape == (9, 1)
+    assert tiled["puzzle_index"].tolist() == [0, 1, 1, 2, 3, 3, 4, 5, 5]
+    # every piece's puzzle is the same image as before tiling
+    assert torch.equal(tiled["puzzle"][tiled["puzzle_index"]], batch["puzzle"][batch["puzzle_index"]].repeat(3, 1))
+
+
+def test_tile_batch_repeats_every_tensor_of_other_families():
+    batch = {"audio": torch.randn(2, 5), "label": torch.tensor([0, 1])}
+    tiled = tile_batch("rawnet2", batch, 4)
+    assert tiled["audio"].shape == (8, 5) and tiled["label"].tolist() == [0, 1] * 4
+
+
+@pytest.fixture
+def fake_cuda_memory(monkeypatch):
+    """CUDA's memory counters on the CPU: the peak grows with the tiled batch (1 GB per lstm example, 9 GB card)."""
+    state = {"peak": 0}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _: SimpleNamespace(total_memory=9 * 2**30))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda: state.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: state["peak"])
+    real_step = benchmarking.plain_step
+
+    def step(family, module, batch, *args):
+        state["peak"] = max(state["peak"], batch["mixture"].shape[0] * 2**30)
+        return real_step(family, module, batch, *args)
+
+    monkeypatch.setattr(benchmarking, "plain_step", step)
+    return state
+
+
+@pytest.fixture(scope="module")
+def lstm_setup(tmp_path_factory):
+    workdir = Path(tmp_path_factory.mktemp("bench"))
+    cfg, datamodule, module = build("lstm_extractor", smoke=True, workdir=workdir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))  # 4 sequences
+    module.trainer = L.Trainer(logger=False, enable_checkpointing=False, max_epochs=1)  # configure_optimizers reads it
+    return module, batch
+
+
+def test_batch_scaling_stops_once_the_gpu_is_nearly_full(lstm_setup, fake_cuda_memory):
+    module, batch = lstm_setup
+    out = gpu_batch_scaling("lstm_extractor", module, batch, clip=0.0, max_factor=64, max_step_s=math.inf)
+    # 4 GB, then 8 GB: above 85 % of 9 GB, stop
+    assert list(out) == ["4", "8"]
+    assert out["8"]["cuda_max_allocated_mb"] == 8 * 1024 and out["4"]["samples_per_s"] > 0
+
+
+def test_batch_scaling_records_out_of_memory_and_stops(lstm_setup, fake_cuda_memory, monkeypatch):
+    module, batch = lstm_setup
+    real_step = benchmarking.plain_step
+
+    def step(family, module, batch, *args):
+        if batch["mixture"].shape[0] > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (fake)")
+        return real_step(family, module, batch, *args)
+
+    monkeypatch.setattr(benchmarking, "plain_step", step)
+    out = gpu_batch_scaling("lstm_extractor", module, batch, clip=0.0, max_factor=64, max_step_s=math.inf)
+    assert list(out) == ["4", "x2"] and out["x2"] == {"out_of_memory": True}
+
+
+def test_utilisation_sampler_without_nvml_reports_nan(monkeypatch):
+    def missing() -> float:
+        raise ModuleNotFoundError("pynvml")
+
+    monkeypatch.setattr(torch.cuda, "utilization", missing)
+    with UtilisationSampler(period=0.001) as sampler:
+        torch.randn(64, 64) @ torch.randn(64, 64)
+    assert math.isnan(sampler.mean)
+
+
+def test_utilisation_sampler_averages_its_samples(monkeypatch):
+    readings = iter([10.0, 30.0] + [20.0] * 10_000)
+    monkeypatch.setattr(torch.cuda, "utilization", lambda: next(readings))
+    with UtilisationSampler(period=0.001) as sampler:
+        while len(sampler.samples) < 3:
+            pass
+    assert sampler.samples[:2] == [10.0, 30.0] and 10.0 < sampler.mean <= 20.0
