@@ -165,15 +165,16 @@ class PuzzleDataset(Dataset):
 
 
 def _same_canvas(items: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-    """Pad every item's pieces (centred, zeros = the mean colour) to the batch's largest canvas. Canvases differ only
-    when a curriculum changed the grid while a worker was assembling the batch."""
+    """Pad every item's pieces (centred, with their own background colour: the edge replicated, so `silhouette`
+    still reads the outline) to the batch's largest canvas. Canvases differ only when a curriculum changed the grid
+    while a worker was assembling the batch."""
     side = max(item["piece"].shape[-1] for item in items)
     padded = []
     for item in items:
         gap = side - item["piece"].shape[-1]
         if gap:
             pad = (gap // 2, gap - gap // 2, gap // 2, gap - gap // 2)
-            item = {**item, "piece": F.pad(item["piece"], pad), "mask": F.pad(item["mask"], pad)}
+            item = {**item, "piece": F.pad(item["piece"], pad, mode="replicate"), "mask": F.pad(item["mask"], pad)}
         padded.append(item)
     return padded
 

@@ -6,10 +6,13 @@ one width at every stride. The piece is run at its four rotation hypotheses (hyp
 the tabs and background around it) is a k x k template; pieces are at puzzle scale, so it covers as many pixels as a
 k x k window of the puzzle's map, and it is matched against every such window of its own puzzle by zero-mean
 normalised cross-correlation (`correlate`; 'same' padding, so the map peaks at the piece's centre). A parameter-free
-pixel level (the colour images average-pooled by `pixel_stride`) is matched the same way: template matching inside
-the network, which localises many pieces before any training. The level maps, each times a learnable scale, are
-upsampled to the finest level and summed, and a small residual conv stack (zero-initialised, so it starts as the
-identity; off by default, see `PuzzleNet`) may refine them into joint (rotation, y, x) heatmap logits.
+pixel level is template matching inside the network, which localises most pieces before any training: by default
+the whole piece under its silhouette (its pixels off the canvas's flat background) against the puzzle's pixels at
+full resolution, by masked zero-mean NCC computed with FFTs (`silhouette_correlation`), max-pooled to
+`pixel_stride`; or (``pixel_match: crop``) the images average-pooled by `pixel_stride` and matched like a level.
+The level maps, each times a learnable scale, are upsampled to the finest level and summed, and a small residual
+conv stack (zero-initialised, so it starts as the identity; off by default, see `PuzzleNet`) may refine them into
+joint (rotation, y, x) heatmap logits.
 Read-out keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
@@ -47,6 +50,9 @@ FAMILY = "puzzle_cnn"
 ROTATIONS = 4
 CORRELATIONS = ("zncc", "centred", "cosine")
 MIN_VARIANCE = 1e-4  # per element: below it a window or template counts as flat in `normalized_cross_correlation`
+PIXEL_MATCHES = ("silhouette", "crop")
+SILHOUETTE_TOLERANCE = 1e-4  # a canvas pixel this close to the corner colour (normalised units) is background
+FFT_CHUNK = 32  # templates per FFT batch in `silhouette_correlation` (~20 MB each at 512 px)
 
 
 def rotation_hypotheses(piece: Tensor) -> Tensor:
@@ -140,6 +146,90 @@ def make_templates(piece_map: Tensor, fraction: float) -> Tensor:
     top, left = (piece_map.shape[-2] - crop) // 2, (piece_map.shape[-1] - crop) // 2
     centre = piece_map[..., top : top + crop, left : left + crop]  # (m, c, crop, crop)
     return centre if crop == k else F.adaptive_avg_pool2d(centre, k)  # (m, c, k, k)
+
+
+def silhouette(canvas: Tensor) -> Tensor:
+    """(m, 3, s, s) piece canvases -> (m, 1, s, s) float mask of the piece: the pixels whose colour differs from the
+    canvas's top-left corner. The generator lays every piece on one flat background colour (and `collate_puzzles`
+    pads with it), so this is the piece's outline, tabs included; a canvas with no flat background is all piece."""
+    background = canvas[:, :, :1, :1]  # (m, 3, 1, 1)
+    mask = (canvas - background).abs().amax(dim=1, keepdim=True) > SILHOUETTE_TOLERANCE  # (m, 1, s, s)
+    empty = ~mask.flatten(1).any(dim=1)  # a flat canvas: no outline to read
+    return (mask | empty[:, None, None, None]).to(canvas.dtype)
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: a length the FFT handles fast."""
+    size = n
+    while True:
+        rest = size
+        for factor in (2, 3, 5):
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 1
+
+
+def _correlate_fft(signal_f: Tensor, kernel: Tensor, size: tuple[int, int], shape: tuple[int, int], k: int) -> Tensor:
+    """'same' cross-correlation from the (…, a, b // 2 + 1) spectrum of a signal zero-padded to `size` = (a, b) and a
+    (…, k, k) kernel: (…, H, W), where (i, j) weighs the k x k window centred on (i, j) (top-left at (i - k//2,
+    j - k//2)); `size` >= (H + k - 1, W + k - 1), so nothing wraps around."""
+    kernel_f = torch.fft.rfft2(kernel, s=size)  # (…, a, b // 2 + 1)
+    full = torch.fft.irfft2(signal_f * kernel_f.conj(), s=size)  # (…, a, b): [u, v] = window with top-left (u, v)
+    shift = k // 2
+    return full.roll(shifts=(shift, shift), dims=(-2, -1))[..., : shape[0], : shape[1]]
+
+
+def silhouette_correlation(
+    puzzle: Tensor, templates: Tensor, masks: Tensor, puzzle_index: Tensor, chunk: int = FFT_CHUNK
+) -> Tensor:
+    """Zero-mean NCC of each template with every window of its puzzle, over the template's mask only (OpenCV's
+    masked TM_CCOEFF_NORMED): the whole piece, tabs included, takes part and its background takes none.
+
+    Args:
+        puzzle: (p, c, H, W) images.
+        templates: (n, r, c, k, k) piece canvases at each rotation hypothesis.
+        masks: (n, r, 1, k, k) their silhouettes in [0, 1] (`silhouette`).
+        puzzle_index: (n,) the puzzle of each piece.
+        chunk: templates per FFT batch (memory).
+
+    Returns:
+        (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on pixel (i, j), zero-padded
+        outside the puzzle (the puzzle's mean colour, as in `normalized_cross_correlation`). Computed by FFT, in
+        float32 or wider, with no gradient: the inputs are images, nothing here is learnt.
+    """
+    n, r, c, k, _ = templates.shape
+    height, width = puzzle.shape[-2:]
+    size = (fft_size(height + k - 1), fft_size(width + k - 1))  # linear, not circular, correlation
+    dtype = torch.promote_types(puzzle.dtype, torch.float32)
+    out = puzzle.new_zeros(n, r, height, width, dtype=dtype)
+    with torch.no_grad(), torch.autocast(device_type=puzzle.device.type, enabled=False):
+        x = puzzle.to(dtype)
+        x = x - x.mean(dim=(-2, -1), keepdim=True)  # (p, c, H, W): see `normalized_cross_correlation`
+        x_f = torch.fft.rfft2(x, s=size)  # (p, c, a, b // 2 + 1)
+        x2_f = torch.fft.rfft2(x.pow(2), s=size)
+        weights = masks.to(dtype).flatten(0, 1)  # (n r, 1, k, k)
+        total = weights.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)  # (n r, 1, 1, 1): pixels under the mask
+        flat = templates.to(dtype).flatten(0, 1)  # (n r, c, k, k)
+        centred = (flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total) * weights  # zero-mean under w
+        template_energy = (centred.pow(2) * (weights > 0) / weights.clamp_min(1e-12)).sum(dim=(1, 2, 3))  # (n r,)
+        owner = puzzle_index.repeat_interleave(r)  # (n r,) the puzzle of each template
+        floor = MIN_VARIANCE * c * total.flatten()  # (n r,): a flat window or template scores ~0
+        result = out.view(n * r, height, width)
+        for q in owner.unique().tolist():
+            rows = (owner == q).nonzero().squeeze(1)
+            for part in rows.split(chunk):
+                dot = _correlate_fft(x_f[q : q + 1], centred[part], size, (height, width), k).sum(dim=1)  # (m, H, W)
+                s1 = _correlate_fft(x_f[q : q + 1], weights[part], size, (height, width), k)  # (m, c, H, W)
+                s2 = _correlate_fft(x2_f[q : q + 1], weights[part], size, (height, width), k)  # (m, c, H, W)
+                energy = (s2 - s1.pow(2) / total[part]).sum(dim=1)  # (m, H, W): sum of w (x - window mean)^2
+                norm = (
+                    energy.clamp_min(floor[part, None, None])
+                    * template_energy[part].clamp_min(floor[part])[:, None, None]
+                )
+                result[part] = (dot / norm.sqrt()).clamp(-1.0, 1.0)
+    return out  # (n, r, H, W)
 
 
 def cell_centres(size: int, like: Tensor) -> Tensor:
@@ -305,9 +395,14 @@ class PuzzleNet(nn.Module):
             template and window less its own mean per channel), ``centred`` (cosine after subtracting the puzzle's
             mean feature) or ``cosine``. Plain cosine is dominated by the direction every feature shares, and its
             maps show the puzzle more than the piece.
-        pixel_stride: add a parameter-free finest level: the colour images themselves, average-pooled by this
-            stride, correlated like the feature levels (template matching inside the network, so the heatmap is
-            informative from the first step and the learnt levels refine it); None = feature levels only.
+        pixel_stride: add a parameter-free finest level matched on the colour images themselves (template
+            matching inside the network, so the heatmap is informative from the first step and the learnt levels
+            refine it), its map at this stride (which sets the heatmap's); None = feature levels only.
+        pixel_match: how that level matches. ``silhouette``: the whole piece canvas under its silhouette (the
+            pixels off the canvas's flat background colour, `silhouette`) by masked zero-mean NCC at full
+            resolution (`silhouette_correlation`, by FFT), max-pooled to `pixel_stride`: on validation, untrained,
+            86 % of pieces at IoU >= 0.5 against 73 % for ``crop``. ``crop``: the images average-pooled by
+            `pixel_stride` and matched like a feature level (the central `template_fraction` crop, `correlate`).
         readout_radius: the box centre is the soft-argmax within this many heatmap cells of the peak (None = the
             whole map).
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
@@ -325,6 +420,7 @@ class PuzzleNet(nn.Module):
         pixel_init_scale: float = 30.0,
         correlation: str = "zncc",
         pixel_stride: int | None = 2,
+        pixel_match: str = "silhouette",
         readout_radius: int | None = 2,
         pretrained_path: str | None = None,
     ) -> None:
@@ -343,12 +439,15 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"correlation: unknown {correlation!r}; known: {', '.join(CORRELATIONS)}")
         if pixel_stride is not None and pixel_stride < 1:
             raise ValueError(f"pixel_stride must be >= 1 or None, got {pixel_stride}")
+        if pixel_match not in PIXEL_MATCHES:
+            raise ValueError(f"pixel_match: unknown {pixel_match!r}; known: {', '.join(PIXEL_MATCHES)}")
         if readout_radius is not None and readout_radius < 0:
             raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
         self.template_fraction = template_fraction
         self.readout_radius = readout_radius
         self.correlation = correlation
         self.pixel_stride = pixel_stride
+        self.pixel_match = pixel_match
         # encoder
         self.backbone = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
@@ -373,20 +472,30 @@ class PuzzleNet(nn.Module):
         )
 
     def forward_features(self, piece: Tensor, puzzle: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> levels fine -> coarse (the pixel level first, when on): the
-        puzzles' maps [(p, c_l, H_l, W_l)], the pieces' templates [(n, r, c_l, k_l, k_l)] (hypothesis r undoes a
-        rotation by r) and the coarsest map of the piece as given, (n, c, h_L, w_L)."""
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> levels fine -> coarse (the ``crop`` pixel level first, when
+        on): the puzzles' maps [(p, c_l, H_l, W_l)], the pieces' templates [(n, r, c_l, k_l, k_l)] (hypothesis r
+        undoes a rotation by r) and the coarsest map of the piece as given, (n, c, h_L, w_L)."""
         n = piece.shape[0]
         hypotheses = rotation_hypotheses(piece)  # (n r, 3, s, s)
         puzzle_maps = self.fpn(self.backbone(puzzle))  # [(p, c, H_l, W_l)]
         piece_maps = self.fpn(self.backbone(hypotheses))  # [(n r, c, h_l, w_l)]
-        if self.pixel_stride is not None:
+        if self.pixel_stride is not None and self.pixel_match == "crop":
             puzzle_maps.insert(0, F.avg_pool2d(puzzle, self.pixel_stride))  # (p, 3, S / stride, S / stride)
             piece_maps.insert(0, F.avg_pool2d(hypotheses, self.pixel_stride))  # (n r, 3, s / stride, s / stride)
         templates = [
             make_templates(m, self.template_fraction).unflatten(0, (n, ROTATIONS)) for m in piece_maps
         ]  # [(n, r, c_l, k_l, k_l)]
         return puzzle_maps, templates, piece_maps[-1].unflatten(0, (n, ROTATIONS))[:, 0]
+
+    def silhouette_level(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> Tensor:
+        """The ``silhouette`` pixel level: (n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S / stride,
+        S / stride), the best full-resolution match within each stride x stride cell (a correlation peak is a
+        pixel wide: pooling the images first, as ``crop`` does, blurs it away)."""
+        hypotheses = rotation_hypotheses(piece).unflatten(0, (piece.shape[0], ROTATIONS))  # (n, r, 3, s, s)
+        masks = silhouette(hypotheses.flatten(0, 1)).unflatten(0, hypotheses.shape[:2])  # (n, r, 1, s, s)
+        corr = silhouette_correlation(puzzle, hypotheses, masks, puzzle_index)  # (n, r, S, S)
+        stride = self.pixel_stride or 1
+        return F.max_pool2d(corr, stride) if stride > 1 else corr  # (n, r, S / stride, S / stride)
 
     def forward_head(
         self,
@@ -395,11 +504,15 @@ class PuzzleNet(nn.Module):
         piece_map: Tensor,
         puzzle_index: Tensor,
         size_scale: float,
+        pixel_map: Tensor | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
-        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side -> the output dict."""
+        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side and the ``silhouette``
+        pixel level's (n, r, h, w) map when on -> the output dict."""
         correlations = [
             correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
-        ]  # [(n, r, H_l, W_l)]
+        ]  # [(n, r, H_l, W_l)] fine -> coarse
+        if pixel_map is not None:
+            correlations.insert(0, pixel_map.to(correlations[0].dtype))
         heatmap = self.fusion(correlations)  # (n, r, h, w)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
         box, rotation_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r)
@@ -415,7 +528,10 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"puzzle_index: expected shape ({piece.shape[0]},), got {tuple(puzzle_index.shape)}")
         puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
         size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
-        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale)
+        pixel_map = None
+        if self.pixel_stride is not None and self.pixel_match == "silhouette":
+            pixel_map = self.silhouette_level(piece, puzzle, puzzle_index)  # (n, r, S / stride, S / stride)
+        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map)
 
 
 register_variant("puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128)
