@@ -171,16 +171,6 @@ def fft_size(n: int) -> int:
         size += 1
 
 
-def _correlate_fft(signal_f: Tensor, kernel: Tensor, size: tuple[int, int], shape: tuple[int, int], k: int) -> Tensor:
-    """'same' cross-correlation from the (…, a, b // 2 + 1) spectrum of a signal zero-padded to `size` = (a, b) and a
-    (…, k, k) kernel: (…, H, W), where (i, j) weighs the k x k window centred on (i, j) (top-left at (i - k//2,
-    j - k//2)); `size` >= (H + k - 1, W + k - 1), so nothing wraps around."""
-    kernel_f = torch.fft.rfft2(kernel, s=size)  # (…, a, b // 2 + 1)
-    full = torch.fft.irfft2(signal_f * kernel_f.conj(), s=size)  # (…, a, b): [u, v] = window with top-left (u, v)
-    shift = k // 2
-    return full.roll(shifts=(shift, shift), dims=(-2, -1))[..., : shape[0], : shape[1]]
-
-
 def silhouette_correlation(
     puzzle: Tensor, templates: Tensor, masks: Tensor, puzzle_index: Tensor, chunk: int = FFT_CHUNK
 ) -> Tensor:
@@ -202,34 +192,39 @@ def silhouette_correlation(
     n, r, c, k, _ = templates.shape
     height, width = puzzle.shape[-2:]
     size = (fft_size(height + k - 1), fft_size(width + k - 1))  # linear, not circular, correlation
+    shift = k // 2  # the puzzle sits this far into its padded frame: entry (i, j) is then the window centred there
     dtype = torch.promote_types(puzzle.dtype, torch.float32)
-    out = puzzle.new_zeros(n, r, height, width, dtype=dtype)
+    out = puzzle.new_zeros(n * r, height, width, dtype=dtype)
     with torch.no_grad(), torch.autocast(device_type=puzzle.device.type, enabled=False):
         x = puzzle.to(dtype)
         x = x - x.mean(dim=(-2, -1), keepdim=True)  # (p, c, H, W): see `normalized_cross_correlation`
-        x_f = torch.fft.rfft2(x, s=size)  # (p, c, a, b // 2 + 1)
-        x2_f = torch.fft.rfft2(x.pow(2), s=size)
+        pad = (shift, size[1] - width - shift, shift, size[0] - height - shift)
+        x_f = torch.fft.rfft2(F.pad(x, pad))  # (p, c, a, b // 2 + 1)
+        x2_f = torch.fft.rfft2(F.pad(x.pow(2).sum(dim=1, keepdim=True), pad))  # (p, 1, a, b // 2 + 1): sum_c x_c^2
         weights = masks.to(dtype).flatten(0, 1)  # (n r, 1, k, k)
-        total = weights.sum(dim=(-2, -1), keepdim=True).clamp_min(1.0)  # (n r, 1, 1, 1): pixels under the mask
+        total = weights.sum(dim=(-2, -1)).clamp_min(1.0)  # (n r, 1): pixels under the mask
         flat = templates.to(dtype).flatten(0, 1)  # (n r, c, k, k)
-        centred = (flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total) * weights  # zero-mean under w
+        centred = (flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total[..., None, None]) * weights
         template_energy = (centred.pow(2) * (weights > 0) / weights.clamp_min(1e-12)).sum(dim=(1, 2, 3))  # (n r,)
         owner = puzzle_index.repeat_interleave(r)  # (n r,) the puzzle of each template
-        floor = MIN_VARIANCE * c * total.flatten()  # (n r,): a flat window or template scores ~0
-        result = out.view(n * r, height, width)
+        floor = MIN_VARIANCE * c * total  # (n r, 1): a flat window or template scores ~0
+
+        def correlation(spectrum: Tensor) -> Tensor:  # (m, …, a, b // 2 + 1) -> (m, …, H, W), in the pixel domain
+            return torch.fft.irfft2(spectrum, s=size)[..., :height, :width]
+
         for q in owner.unique().tolist():
-            rows = (owner == q).nonzero().squeeze(1)
-            for part in rows.split(chunk):
-                dot = _correlate_fft(x_f[q : q + 1], centred[part], size, (height, width), k).sum(dim=1)  # (m, H, W)
-                s1 = _correlate_fft(x_f[q : q + 1], weights[part], size, (height, width), k)  # (m, c, H, W)
-                s2 = _correlate_fft(x2_f[q : q + 1], weights[part], size, (height, width), k)  # (m, c, H, W)
-                energy = (s2 - s1.pow(2) / total[part]).sum(dim=1)  # (m, H, W): sum of w (x - window mean)^2
-                norm = (
-                    energy.clamp_min(floor[part, None, None])
-                    * template_energy[part].clamp_min(floor[part])[:, None, None]
+            for part in (owner == q).nonzero().squeeze(1).split(chunk):
+                t_f = torch.fft.rfft2(centred[part], s=size).conj()  # (m, c, a, b // 2 + 1)
+                w_f = torch.fft.rfft2(weights[part], s=size).conj()  # (m, 1, a, b // 2 + 1)
+                dot = correlation((x_f[q] * t_f).sum(dim=1))  # (m, H, W): channels summed before the inverse FFT
+                s1 = correlation(x_f[q] * w_f)  # (m, c, H, W): sum of w x per channel
+                s2 = correlation((x2_f[q] * w_f).squeeze(1))  # (m, H, W): sum of w x^2 over channels
+                energy = s2 - s1.pow(2).sum(dim=1) / total[part, :, None]  # (m, H, W): sum of w (x - window mean)^2
+                norm = energy.clamp_min(floor[part, :, None]) * template_energy[part, None, None].clamp_min(
+                    floor[part, :, None]
                 )
-                result[part] = (dot / norm.sqrt()).clamp(-1.0, 1.0)
-    return out  # (n, r, H, W)
+                out[part] = (dot / norm.sqrt()).clamp(-1.0, 1.0)
+    return out.view(n, r, height, width)  # (n, r, H, W)
 
 
 def cell_centres(size: int, like: Tensor) -> Tensor:

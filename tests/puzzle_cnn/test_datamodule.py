@@ -68,6 +68,21 @@ def test_collate_offsets_the_puzzle_index(dm):
     assert torch.equal(batch["piece"][16:], items[1]["piece"]) and (batch["puzzle_index"][16:] == 1).all()
 
 
+def test_collate_pads_smaller_canvases_with_their_own_background():
+    # a curriculum can change the grid while a batch is assembled: canvases of two sizes in one batch
+    small = photos(rows=8, cols=8).datasets["test"][0]
+    large = photos().datasets["test"][0]
+    batch = collate_puzzles([large, small])
+    side, own = large["piece"].shape[-1], small["piece"].shape[-1]
+    assert batch["piece"].shape[-1] == side > own
+    padded = batch["piece"][len(large["rotation"]) :]  # the small canvases, padded
+    gap = (side - own) // 2
+    for piece, original in zip(padded, small["piece"], strict=True):
+        assert torch.equal(piece[:, gap : gap + own, gap : gap + own], original)
+        assert (piece[:, 0, 0] == original[:, 0, 0]).all()  # the pad is the background, so the outline stays
+        assert batch["mask"][len(large["rotation"]) :, :, 0, 0].eq(0).all()
+
+
 def test_splits_are_by_source_image(dm):
     names = dm.image_names
     assert names == {split: list(v) for split, v in DEFAULT_SPLITS.items()}

@@ -10,16 +10,20 @@ import timm
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
     centre_on_puzzle,
     correlate,
+    fft_size,
     make_templates,
     normalized_cross_correlation,
     peak_window,
     read_out,
     rotation_hypotheses,
+    silhouette,
+    silhouette_correlation,
     template_side,
 )
 from abr_lab.registry import create_model, list_models
@@ -169,7 +173,8 @@ def test_flat_windows_and_templates_score_zero_not_float32_noise() -> None:
     assert corr[1].abs().max() < 1e-3
 
 
-def test_the_pixel_level_finds_an_exact_piece_before_any_training() -> None:
+@pytest.mark.parametrize("pixel_match", ["silhouette", "crop"])
+def test_the_pixel_level_finds_an_exact_piece_before_any_training(pixel_match: str) -> None:
     # template matching inside the network: an untrained net localises and turns a piece cut from a textured puzzle
     torch.manual_seed(3)
     puzzle = F.interpolate(torch.randn(1, 3, 16, 16), size=64, mode="bilinear", align_corners=False)  # (1, 3, 64, 64)
@@ -179,13 +184,80 @@ def test_the_pixel_level_finds_an_exact_piece_before_any_training() -> None:
         torch.rot90(padded[0, :, 16 * row : 16 * row + 32, 16 * col : 16 * col + 32], turns, dims=(-2, -1))
         for row, col, turns in cells
     ]  # the cell and 8 px around it, turned: (3, 32, 32) each
-    net = create_model("puzzle_cnn_tiny").eval()
+    net = create_model("puzzle_cnn_tiny", pixel_match=pixel_match).eval()
     with torch.no_grad():
         out = net(torch.stack(pieces), puzzle, torch.zeros(3, dtype=torch.long))
     centre = (out["box"][:, :2] + out["box"][:, 2:]) / 2  # (n, 2) x, y
     expected = torch.tensor([[(col + 0.5) / 4, (row + 0.5) / 4] for row, col, _ in cells])
     assert (centre - expected).abs().max() < 0.5 / 4  # inside the right cell
     assert out["rotation_logits"].argmax(dim=1).tolist() == [turns for _, _, turns in cells]
+
+
+def jigsaw_piece(puzzle: Tensor, top: int, left: int, side: int, turns: int, background: float) -> Tensor:
+    """A (3, side, side) canvas: the puzzle's pixels under an irregular outline (a square with a tab and a notch) at
+    (top, left), on a flat background, turned `turns` quarter turns."""
+    canvas = torch.full((3, side, side), background)
+    yy, xx = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    body = (yy >= 4) & (yy < side - 4) & (xx >= 4) & (xx < side - 4)
+    tab = (yy - side // 2) ** 2 + (xx - 2) ** 2 <= 9  # a knob out of the left side
+    notch = (yy - 5) ** 2 + (xx - side // 2) ** 2 <= 9  # a blank into the top side
+    mask = (body | tab) & ~notch
+    window = puzzle[:, top : top + side, left : left + side]
+    canvas[:, mask] = window[:, mask]
+    return torch.rot90(canvas, turns, dims=(-2, -1))
+
+
+def test_silhouette_reads_the_outline_off_the_flat_background() -> None:
+    torch.manual_seed(5)
+    puzzle = torch.randn(3, 40, 40)
+    piece = jigsaw_piece(puzzle, 10, 12, 20, turns=1, background=0.7)
+    mask = silhouette(piece[None])  # (1, 1, s, s)
+    assert mask.shape == (1, 1, 20, 20) and mask[0, 0, 0, 0] == 0 and mask[0, 0, 10, 10] == 1
+    expected = (piece != 0.7).any(dim=0).float()  # every pixel off the background colour
+    torch.testing.assert_close(mask[0, 0], expected)
+    flat = torch.full((1, 3, 8, 8), 0.3)  # nothing to read: the whole canvas counts
+    assert silhouette(flat).eq(1).all()
+
+
+def test_fft_size_is_the_next_length_of_small_factors() -> None:
+    assert [fft_size(n) for n in (1, 7, 11, 97, 569)] == [1, 8, 12, 100, 576]
+
+
+def test_silhouette_correlation_is_pearson_over_the_mask_in_every_window() -> None:
+    torch.manual_seed(6)
+    p, c, height, width, k = 2, 3, 13, 11, 5
+    puzzle = torch.randn(p, c, height, width) + 2.0  # far from 0, as images are
+    templates, masks = torch.randn(3, 2, c, k, k), (torch.rand(3, 2, 1, k, k) > 0.3).float()
+    index = torch.tensor([0, 1, 1])
+    corr = silhouette_correlation(puzzle, templates, masks, index)  # (n, r, H, W)
+    assert corr.shape == (3, 2, height, width) and corr.abs().max() <= 1
+    centred = puzzle - puzzle.mean(dim=(-2, -1), keepdim=True)  # padding = the puzzle's mean colour
+    windows = F.unfold(F.pad(centred, (k // 2,) * 4), k).view(p, c, k * k, height, width)  # (p, c, k k, H, W)
+    for i, q in enumerate(index.tolist()):
+        for r in range(2):
+            w = masks[i, r, 0].flatten()[None, :, None, None]  # (1, k k, 1, 1)
+            t = templates[i, r].flatten(1)[:, :, None, None]  # (c, k k, 1, 1)
+            t = t - (t * w).sum(dim=1, keepdim=True) / w.sum()  # zero mean under the mask
+            x = windows[q] - (windows[q] * w).sum(dim=1, keepdim=True) / w.sum()
+            pearson = (w * t * x).sum((0, 1)) / ((w * x**2).sum((0, 1)) * (w * t**2).sum()).sqrt()
+            torch.testing.assert_close(corr[i, r], pearson, atol=1e-4, rtol=1e-4)
+    # what lies outside the mask takes no part; brightness and contrast per channel change nothing
+    changed = torch.where(masks.bool(), 1.5 * templates + torch.tensor([0.4, -0.3, 0.1])[:, None, None], 9.0)
+    torch.testing.assert_close(silhouette_correlation(puzzle, changed, masks, index), corr, atol=1e-4, rtol=1e-4)
+
+
+def test_silhouette_level_places_and_turns_a_jigsaw_piece_at_full_resolution() -> None:
+    torch.manual_seed(7)
+    puzzle = F.interpolate(torch.randn(1, 3, 24, 24), size=96, mode="bilinear", align_corners=False)  # (1, 3, S, S)
+    spots = [(10, 50, 0), (40, 8, 1), (60, 60, 3)]  # (top, left, turns) of 24-px canvases
+    pieces = torch.stack([jigsaw_piece(puzzle[0], top, left, 24, turns, 0.5) for top, left, turns in spots])
+    net = create_model("puzzle_cnn_tiny")  # pixel_stride 2: the map is 48 x 48
+    corr = net.silhouette_level(pieces, puzzle, torch.zeros(3, dtype=torch.long))  # (n, r, 48, 48)
+    assert corr.shape == (3, 4, 48, 48)
+    for i, (top, left, turns) in enumerate(spots):
+        r, y, x = torch.unravel_index(corr[i].argmax(), corr[i].shape)
+        assert int(r) == turns and corr[i].max() > 0.99  # an exact match under the outline
+        assert (int(y), int(x)) == ((top + 12) // 2, (left + 12) // 2)  # the canvas centre's cell at stride 2
 
 
 def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() -> None:
@@ -277,6 +349,7 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"out_indices": ()}, "out_indices"),
         ({"correlation": "pearson"}, "correlation"),
         ({"pixel_stride": 0}, "pixel_stride"),
+        ({"pixel_match": "masked"}, "pixel_match"),
     ],
 )
 def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
