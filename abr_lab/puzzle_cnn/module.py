@@ -167,7 +167,7 @@ class PuzzleModule(L.LightningModule):
         return {
             "ciou": ciou_loss(box, target),
             "l1": F.smooth_l1_loss(box, target, beta=0.05),
-            "rotation": F.cross_entropy(out["rotation_logits"].float(), batch["rotation"]),
+            "rotation": F.cross_entropy(out["rotation_marginal_logits"].float(), batch["rotation"]),
             "heatmap": F.cross_entropy(
                 heatmap.reshape(n, -1), heatmap_target(target, batch["rotation"], height, width)
             ),

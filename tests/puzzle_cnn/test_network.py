@@ -265,11 +265,38 @@ def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() ->
     heatmap[0, 0, 1, 5] = 50.0  # upright, row 1, col 5
     heatmap[1, 3, 2, 0] = 50.0  # turned three times, row 2, col 0
     size = torch.tensor([[0.2, 0.1], [0.1, 0.2]])  # (w, h) in the piece's own frame
-    box, logits = read_out(heatmap, size)
+    box, logits, _ = read_out(heatmap, size)
     assert logits.argmax(dim=1).tolist() == [0, 3]
     expected = torch.tensor([[5.5 / 8 - 0.1, 1.5 / 4 - 0.05, 5.5 / 8 + 0.1, 1.5 / 4 + 0.05],
                              [0.0, 2.5 / 4 - 0.05, 0.5 / 8 + 0.1, 2.5 / 4 + 0.05]])  # fmt: skip
     torch.testing.assert_close(box, expected, atol=1e-4, rtol=0)  # the second one clamped at x = 0
+
+
+def test_rotation_at_peak_is_the_turn_of_the_match_the_box_comes_from() -> None:
+    heatmap = torch.zeros(1, 4, 16, 16)
+    heatmap[0, 1, 3, 4] = 12.0  # one sharp match, turned once
+    heatmap[0, 2, 8:, 8:] = 8.0  # a wide plateau of another turn elsewhere: 64 cells, more mass in all
+    _, marginal, peak = read_out(heatmap, torch.tensor([[0.1, 0.1]]), radius=1)
+    assert marginal.argmax(dim=1).item() == 2 and peak.argmax(dim=1).item() == 1
+    assert torch.isfinite(peak).all()  # every turn has cells in the window
+    _, marginal, everywhere = read_out(heatmap, torch.tensor([[0.1, 0.1]]), radius=None)
+    torch.testing.assert_close(everywhere, marginal)  # no window: the marginal
+
+
+def test_the_network_answers_by_its_rotation_readout_and_trains_the_marginal() -> None:
+    piece, puzzle, index = batch(pieces=4)
+    outputs = {}
+    for readout in ("peak", "marginal"):
+        torch.manual_seed(0)
+        net = create_model("puzzle_cnn_tiny", rotation_readout=readout).eval()
+        with torch.no_grad():
+            outputs[readout] = net(piece, puzzle, index)
+    peak, marginal = outputs["peak"], outputs["marginal"]
+    torch.testing.assert_close(peak["rotation_marginal_logits"], marginal["rotation_marginal_logits"])
+    torch.testing.assert_close(marginal["rotation_logits"], marginal["rotation_marginal_logits"])
+    torch.testing.assert_close(peak["box"], marginal["box"])  # the box does not depend on the readout
+    _, _, at_peak = read_out(peak["heatmap"], torch.full((4, 2), 0.5), radius=2)
+    torch.testing.assert_close(peak["rotation_logits"], at_peak)
 
 
 @pytest.mark.parametrize(
@@ -350,6 +377,7 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"correlation": "pearson"}, "correlation"),
         ({"pixel_stride": 0}, "pixel_stride"),
         ({"pixel_match": "masked"}, "pixel_match"),
+        ({"rotation_readout": "argmax"}, "rotation_readout"),
     ],
 )
 def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
