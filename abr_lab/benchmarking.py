@@ -13,8 +13,9 @@ as configured; the data shrunk so that they generate in seconds):
 - peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
   `torch.cuda.max_memory_allocated` (GPU);
 - on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager, with the
-  mean GPU utilisation during each; and the plain loop's throughput and device memory as the batch grows until the
-  GPU is full (`gpu_batch_scaling`). `on_progress` hands over each stage's figures as soon as they exist.
+  mean GPU utilisation during each; the plain loop's throughput and device memory as the batch grows until the
+  GPU is full (`gpu_batch_scaling`), and its bf16 / compile ratios at the fastest of those batches
+  (`precisions_at_batch`). `on_progress` hands over each stage's figures as soon as they exist.
 
 The health monitor probes gradients every `interval` steps (100): the few timed steps here start after the first
 probe, so its cost is measured on its own (`scripts/benchmark.py health`).
@@ -30,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -384,11 +385,13 @@ def bench_family(
         }
         if device.type == "cuda":
             report(result)
-            gpu = result["gpu"] = {
-                "batch_scaling": gpu_batch_scaling(family, module, batch, clip, max_factor=2 if smoke else 256)
-            }
+            scaling = gpu_batch_scaling(family, module, batch, clip, max_factor=2 if smoke else 256)
+            gpu = result["gpu"] = {"batch_scaling": scaling}
             report(result)
             gpu_variants(family, smoke, recipe, workdir, gpu, lambda: report(result))
+            gpu["at_full_batch"] = {}
+            factor = fullest_factor(scaling, samples)
+            precisions_at_batch(family, module, batch, clip, factor, gpu["at_full_batch"], lambda: report(result))
     return result
 
 
@@ -495,6 +498,47 @@ def gpu_batch_scaling(
         factor *= 2
     torch.cuda.empty_cache()
     return out
+
+
+def fullest_factor(scaling: Mapping[str, Mapping[str, Any]], samples_per_batch: int) -> int:
+    """The tiling factor of the fastest batch `gpu_batch_scaling` measured (1 when it measured none)."""
+    rates = {int(b): m["samples_per_s"] for b, m in scaling.items() if "samples_per_s" in m}
+    return max(rates, key=rates.get) // samples_per_batch if rates else 1
+
+
+PRECISIONS = ("fp32", "bf16", "bf16_compile")
+
+
+def precisions_at_batch(
+    family: str,
+    module: L.LightningModule,
+    batch: Batch,
+    clip: float,
+    factor: int,
+    out: dict[str, Any],
+    measured: Callable[[], None] = lambda: None,
+    variants: Sequence[str] = PRECISIONS,
+) -> None:
+    """The plain loop at a batch that keeps the GPU busy (`batch` tiled `factor` times) in fp32, under bf16 autocast,
+    and under bf16 autocast with the network compiled: samples/s and the ratios to fp32. Where the bf16 + compile
+    target (>= 1.5 x fp32) means something: the recipe's batch, sized for a CPU, leaves a GPU mostly idle. Compiling
+    changes `module.net` in place (run it last). The figures go into `out`, `measured` called after each variant; a
+    variant that fails is recorded with its error, not fatal."""
+    out["factor"] = factor
+    for name in variants:
+        try:
+            if name.endswith("compile"):
+                module.net.compile()
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=name != "fp32"):
+                samples, step_s = _tiled_step_seconds(family, module, batch, factor, clip)
+        except Exception as error:  # e.g. a compiler failure: the other variants still get measured
+            out[f"{name}_error"] = f"{type(error).__name__}: {error}"[:500]
+        else:
+            out["samples_per_batch"] = samples
+            out[f"{name}_samples_per_s"] = samples / step_s
+            if name != "fp32" and "fp32_samples_per_s" in out:
+                out[f"{name}_over_fp32"] = out[f"{name}_samples_per_s"] / out["fp32_samples_per_s"]
+        measured()
 
 
 def _tiled_step_seconds(
@@ -610,11 +654,13 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     if gpu_rows:
         lines += [
             "GPU: bare Lightning samples/s (mean GPU utilisation %) in fp32, bf16-mixed and bf16-mixed + "
-            "`torch.compile`; plain-loop fp32 training as the batch grows (samples/s, max allocated MB) up to the "
-            "batch that fills the GPU.",
+            "`torch.compile`; the same ratios for the plain loop at the fastest batch of the scaling (full batch); "
+            "plain-loop fp32 training as the batch grows (samples/s, max allocated MB) up to the batch that fills "
+            "the GPU.",
             "",
-            "| family | fp32 | bf16 | bf16 + compile | bf16 / fp32 | bf16 + compile / fp32 | batch scaling |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| family | fp32 | bf16 | bf16 + compile | bf16 / fp32 | bf16 + compile / fp32 "
+            "| full batch: bf16 / fp32, bf16 + compile / fp32 | batch scaling |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for family, g in gpu_rows.items():
             cells = [
@@ -632,7 +678,14 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                 else f"{b}: {m['samples_per_s']:,.0f}/s {m['cuda_max_allocated_mb']:,.0f} MB"
                 for b, m in g.get("batch_scaling", {}).items()
             )
-            lines.append(f"| {family} | {' | '.join(cells)} | {' | '.join(ratios)} | {scaling} |")
+            full = g.get("at_full_batch", {})
+            at_full = ", ".join(
+                _cell(full[f"{v}_over_fp32"]) if f"{v}_over_fp32" in full else "failed" if f"{v}_error" in full else "-"
+                for v in ("bf16", "bf16_compile")
+            )
+            if "samples_per_batch" in full:
+                at_full = f"{full['samples_per_batch']}: {at_full}"
+            lines.append(f"| {family} | {' | '.join(cells)} | {' | '.join(ratios)} | {at_full} | {scaling} |")
         lines.append("")
     for name, section in results.items():
         if name in ("environment", "framework") or not isinstance(section, Mapping):

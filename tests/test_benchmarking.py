@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from abr_lab import benchmarking
-from abr_lab.benchmarking import UtilisationSampler, build, gpu_batch_scaling, tile_batch
+from abr_lab.benchmarking import (
+    UtilisationSampler,
+    build,
+    fullest_factor,
+    gpu_batch_scaling,
+    precisions_at_batch,
+    tile_batch,
+)
 
 
 def test_tile_batch_points_each_piece_at_its_own_copy_of_the_puzzle():
@@ -102,3 +109,29 @@ def test_utilisation_sampler_averages_its_samples(monkeypatch):
         while len(sampler.samples) < 3:
             pass
     assert sampler.samples[:2] == [10.0, 30.0] and 10.0 < sampler.mean <= 20.0
+
+
+def test_fullest_factor_is_the_tiling_of_the_fastest_batch():
+    scaling = {
+        "32": {"samples_per_s": 100.0},
+        "64": {"samples_per_s": 300.0},
+        "128": {"samples_per_s": 250.0},
+        "x8": {"out_of_memory": True},
+    }
+    assert fullest_factor(scaling, samples_per_batch=32) == 2
+    assert fullest_factor({}, samples_per_batch=32) == 1
+
+
+def test_precisions_at_batch_reports_each_variant_and_keeps_going_past_a_failure(lstm_setup, monkeypatch):
+    module, batch = lstm_setup
+
+    def no_compiler() -> None:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(module.net, "compile", no_compiler)
+    out, calls = {}, []
+    precisions_at_batch("lstm_extractor", module, batch, 0.0, 2, out, measured=lambda: calls.append(dict(out)))
+    assert len(calls) == 3 and "fp32_samples_per_s" in calls[0]  # saved after each variant
+    assert out["factor"] == 2 and out["samples_per_batch"] == 8  # 4 sequences tiled twice
+    assert out["fp32_samples_per_s"] > 0 and out["bf16_over_fp32"] > 0  # on the CPU the CUDA autocast is a no-op
+    assert out["bf16_compile_error"] == "RuntimeError: no compiler here" and "bf16_compile_samples_per_s" not in out
