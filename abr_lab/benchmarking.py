@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -516,8 +516,7 @@ def precisions_at_batch(
     clip: float,
     factor: int,
     out: dict[str, Any],
-    measured: Callable[[], None] = lambda: None,
-    variants: Sequence[str] = PRECISIONS,
+    measured: Callable[[], None],
 ) -> None:
     """The plain loop at a batch that keeps the GPU busy (`batch` tiled `factor` times) in fp32, under bf16 autocast,
     and under bf16 autocast with the network compiled: samples/s and the ratios to fp32. Where the bf16 + compile
@@ -525,7 +524,7 @@ def precisions_at_batch(
     changes `module.net` in place (run it last). The figures go into `out`, `measured` called after each variant; a
     variant that fails is recorded with its error, not fatal."""
     out["factor"] = factor
-    for name in variants:
+    for name in PRECISIONS:
         try:
             if name.endswith("compile"):
                 module.net.compile()

@@ -41,6 +41,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
@@ -159,19 +160,6 @@ def silhouette(canvas: Tensor) -> Tensor:
     return (mask | empty[:, None, None, None]).to(canvas.dtype)
 
 
-def fft_size(n: int) -> int:
-    """The smallest 2^a 3^b 5^c >= n: a length the FFT handles fast."""
-    size = n
-    while True:
-        rest = size
-        for factor in (2, 3, 5):
-            while rest % factor == 0:
-                rest //= factor
-        if rest == 1:
-            return size
-        size += 1
-
-
 def silhouette_correlation(
     puzzle: Tensor, templates: Tensor, masks: Tensor, puzzle_index: Tensor, chunk: int = FFT_CHUNK
 ) -> Tensor:
@@ -192,7 +180,7 @@ def silhouette_correlation(
     """
     n, r, c, k, _ = templates.shape
     height, width = puzzle.shape[-2:]
-    size = (fft_size(height + k - 1), fft_size(width + k - 1))  # linear, not circular, correlation
+    size = (next_fast_len(height + k - 1, real=True), next_fast_len(width + k - 1, real=True))  # linear, not circular
     shift = k // 2  # the puzzle sits this far into its padded frame: entry (i, j) is then the window centred there
     dtype = torch.promote_types(puzzle.dtype, torch.float32)
     out = puzzle.new_zeros(n * r, height, width, dtype=dtype)
@@ -205,8 +193,9 @@ def silhouette_correlation(
         weights = masks.to(dtype).flatten(0, 1)  # (n r, 1, k, k)
         total = weights.sum(dim=(-2, -1)).clamp_min(1.0)  # (n r, 1): pixels under the mask
         flat = templates.to(dtype).flatten(0, 1)  # (n r, c, k, k)
-        centred = (flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total[..., None, None]) * weights
-        template_energy = (centred.pow(2) * (weights > 0) / weights.clamp_min(1e-12)).sum(dim=(1, 2, 3))  # (n r,)
+        deviation = flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total[..., None, None]  # mean under w
+        centred = deviation * weights  # (n r, c, k, k): zero outside the mask
+        template_energy = (deviation.pow(2) * weights).sum(dim=(1, 2, 3))  # (n r,): sum of w (t - mean)^2
         owner = puzzle_index.repeat_interleave(r)  # (n r,) the puzzle of each template
         floor = MIN_VARIANCE * c * total  # (n r, 1): a flat window or template scores ~0
 
@@ -409,7 +398,7 @@ class PuzzleNet(nn.Module):
         pixel_match: how that level matches. ``silhouette``: the whole piece canvas under its silhouette (the
             pixels off the canvas's flat background colour, `silhouette`) by masked zero-mean NCC at full
             resolution (`silhouette_correlation`, by FFT), max-pooled to `pixel_stride`: on validation, untrained,
-            86 % of pieces at IoU >= 0.5 against 73 % for ``crop``. ``crop``: the images average-pooled by
+            85.5 % of pieces at IoU >= 0.5 against 71 % for ``crop``. ``crop``: the images average-pooled by
             `pixel_stride` and matched like a feature level (the central `template_fraction` crop, `correlate`).
         readout_radius: the box centre is the soft-argmax within this many heatmap cells of the peak (None = the
             whole map).

@@ -16,7 +16,6 @@ from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
     centre_on_puzzle,
     correlate,
-    fft_size,
     make_templates,
     normalized_cross_correlation,
     peak_window,
@@ -217,10 +216,6 @@ def test_silhouette_reads_the_outline_off_the_flat_background() -> None:
     torch.testing.assert_close(mask[0, 0], expected)
     flat = torch.full((1, 3, 8, 8), 0.3)  # nothing to read: the whole canvas counts
     assert silhouette(flat).eq(1).all()
-
-
-def test_fft_size_is_the_next_length_of_small_factors() -> None:
-    assert [fft_size(n) for n in (1, 7, 11, 97, 569)] == [1, 8, 12, 100, 576]
 
 
 def test_silhouette_correlation_is_pearson_over_the_mask_in_every_window() -> None:
