@@ -5,6 +5,12 @@ Bounding Box Regression"): 1 - IoU + ρ²(centres) / c² + α·v, where c is the
 both, v = 4/π² (atan(w_t/h_t) - atan(w_p/h_p))² measures the aspect-ratio mismatch and α = v / (1 - IoU + v) is
 treated as a constant in the backward pass, as the paper prescribes. Unlike GIoU, its centre-distance term keeps a
 useful gradient when the boxes are disjoint.
+
+`margin_cross_entropy` is two-class cross-entropy on the log-odds ``s = logits[:, 1] − logits[:, 0]`` with a margin:
+class 1 is pushed to ``s >= margin`` and class 0 to ``s <= −margin``. With margin 0 it equals `F.cross_entropy`;
+on the log-odds of `abr_lab.layers.cosine.OneClassCosineHead`, ``scale · (cos − centre)``, and with ``margin =
+scale · (m_1 − m_0) / 2``, ``centre = (m_1 + m_0) / 2``, it is OC-softmax (Zhang et al. 2021):
+``log(1 + exp(α (m_y − cos) (−1)^y))`` with m_1 = 0.9 for the target class and m_0 = 0.2 for the other.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -61,3 +68,26 @@ def ciou_loss(pred: Tensor, target: Tensor, reduction: str = "mean", eps: float 
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return _reduce(1 - iou + rho2 / c2 + alpha * v, reduction)
+
+
+def margin_cross_entropy(
+    logits: Tensor, labels: Tensor, margin: float = 0.0, weight: Tensor | None = None, reduction: str = "mean"
+) -> Tensor:
+    """Two-class cross-entropy of (b, 2) logits against (b,) labels in {0, 1}, with a `margin` on the log-odds.
+
+    Per example: ``softplus(margin − s)`` for class 1 and ``softplus(s + margin)`` for class 0, s the log-odds of
+    class 1. `weight` (2,) weights the classes; the ``mean`` is then the weighted mean, as `F.cross_entropy`'s.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r}: expected one of {'|'.join(REDUCTIONS)}")
+    if logits.ndim != 2 or logits.shape[1] != 2 or labels.shape != logits.shape[:1]:
+        raise ValueError(f"need (b, 2) logits and (b,) labels, got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    sign = 2.0 * labels.to(logits.dtype) - 1.0  # (b,) +1 for class 1, −1 for class 0
+    log_odds = logits[:, 1] - logits[:, 0]  # (b,)
+    per_example = F.softplus(margin - sign * log_odds)  # (b,)
+    if weight is None:
+        return _reduce(per_example, reduction)
+    w = weight.to(logits.dtype)[labels]  # (b,)
+    if reduction == "mean":
+        return (w * per_example).sum() / w.sum()
+    return _reduce(w * per_example, reduction)

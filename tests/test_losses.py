@@ -1,4 +1,4 @@
-"""`abr_lab.losses`: box IoU and the Complete-IoU loss against hand-computed values."""
+"""`abr_lab.losses`: box IoU, the Complete-IoU loss and the margin cross-entropy against hand-computed values."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from abr_lab.losses import box_iou, ciou_loss
+from abr_lab.layers.cosine import OneClassCosineHead
+from abr_lab.losses import box_iou, ciou_loss, margin_cross_entropy
 
 
 def boxes(*rows: list[float]) -> torch.Tensor:
@@ -56,3 +58,37 @@ def test_reductions_and_errors() -> None:
         ciou_loss(pred, target, reduction="max")
     with pytest.raises(ValueError, match=r"\(\.\.\., 4\)"):
         ciou_loss(pred[:, :3], target[:, :3])
+
+
+def test_margin_cross_entropy_without_margin_is_cross_entropy() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 0, 1])
+    weight = torch.tensor([0.1, 0.9])
+    torch.testing.assert_close(margin_cross_entropy(logits, labels), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(
+        margin_cross_entropy(logits, labels, weight=weight), F.cross_entropy(logits, labels, weight=weight)
+    )
+    torch.testing.assert_close(
+        margin_cross_entropy(logits, labels, reduction="none"), F.cross_entropy(logits, labels, reduction="none")
+    )
+
+
+def test_margin_cross_entropy_is_oc_softmax_on_the_cosine_head() -> None:
+    """OC-softmax (alpha 20, margins 0.9 bona fide / 0.2 spoof) by hand: log(1 + exp(alpha (m_y - cos) (-1)^y))."""
+    head = OneClassCosineHead(2, scale=20.0, centre=0.55)
+    with torch.no_grad():
+        head.direction.copy_(torch.tensor([1.0, 0.0]))
+    cos = torch.tensor([0.95, 0.5])  # a bona fide clip inside the cone, a spoof not far enough out
+    x = torch.stack((cos, (1 - cos**2).sqrt()), dim=1)
+    labels = torch.tensor([1, 0])
+    expected = torch.tensor([math.log1p(math.exp(20 * (0.9 - 0.95))), math.log1p(math.exp(20 * (0.5 - 0.2)))])
+    loss = margin_cross_entropy(head(x), labels, margin=20 * 0.35, reduction="none")
+    torch.testing.assert_close(loss, expected)
+    assert expected[0] == pytest.approx(0.31326, abs=1e-5) and expected[1] == pytest.approx(6.00248, abs=1e-5)
+
+
+def test_margin_cross_entropy_refuses_other_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(b, 2\) logits"):
+        margin_cross_entropy(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="reduction="):
+        margin_cross_entropy(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), reduction="max")

@@ -1,6 +1,7 @@
 """Blocks shared between model families: `s4d` (diagonal state-space layer), `rescnn` (multi-scale residual CNN),
 `attention` (transformer, skip-fusion and multi-scale attention blocks), `film` (feature-wise modulation), `sinc`
-(mel-spaced sinc band-pass filterbank), `fpn` (feature pyramid network)."""
+(mel- or linearly spaced sinc band-pass filterbank), `fpn` (feature pyramid network), `cosine` (one-class cosine
+head of OC-softmax)."""
 
 from abr_lab.layers.attention import (
     AttentionSkipFusion,
@@ -12,6 +13,7 @@ from abr_lab.layers.attention import (
     attention_entropy,
     sinusoidal_positions,
 )
+from abr_lab.layers.cosine import OneClassCosineHead
 from abr_lab.layers.film import FiLM
 from abr_lab.layers.fpn import FeaturePyramid
 from abr_lab.layers.rescnn import ResCNNBlock, ResCNNStack
@@ -26,6 +28,7 @@ __all__ = [
     "FeaturePyramid",
     "FiLM",
     "MultiScaleAttention",
+    "OneClassCosineHead",
     "ProbedAttention",
     "ResCNNBlock",
     "ResCNNStack",

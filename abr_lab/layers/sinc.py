@@ -2,7 +2,8 @@
 
 Each output channel is an ideal band-pass filter between two cut-offs, ``2 f_hi sinc(2 f_hi n) − 2 f_lo sinc(2 f_lo n)``
 (frequencies in cycles per sample), truncated to an odd number of taps and tapered by a Hamming window. The cut-offs
-are spaced evenly on the mel scale, so low frequencies get narrow bands as in a mel spectrogram.
+are spaced evenly on the mel scale, so low frequencies get narrow bands as in a mel spectrogram, or evenly in Hz
+(``scale="linear"``, as the filterbank of LFCC features), which keeps the high bands as narrow as the low ones.
 
 Fixed filters (the ASVspoof 2021 baseline) are computed once, at construction, into a non-persistent buffer: the
 reference rebuilt all of them in Python on every forward pass, and they carry no information a checkpoint needs.
@@ -34,6 +35,18 @@ def mel_band_edges(num_bands: int, min_hz: float, max_hz: float) -> Tensor:
     )
 
 
+SCALES = ("mel", "linear")
+
+
+def band_edges_on(scale: str, num_bands: int, min_hz: float, max_hz: float) -> Tensor:
+    """`num_bands + 1` cut-offs (Hz, float64) evenly spaced on `scale`: ``mel`` (`mel_band_edges`) or ``linear``."""
+    if scale == "mel":
+        return mel_band_edges(num_bands, min_hz, max_hz)
+    if scale == "linear":
+        return torch.linspace(min_hz, max_hz, num_bands + 1, dtype=torch.float64)
+    raise ValueError(f"scale={scale!r}: expected one of {'|'.join(SCALES)}")
+
+
 def sinc_bandpass(low_hz: Tensor, high_hz: Tensor, kernel_size: int, sample_rate: float) -> Tensor:
     """Hamming-windowed ideal band-pass filters, one per (low, high) pair: (c,), (c,) -> (c, kernel_size).
 
@@ -58,6 +71,7 @@ class SincFilterbank(nn.Module):
         kernel_size: taps per filter; an even number is made odd by adding one (1,024 -> 1,025), as the reference.
         sample_rate: of the input, Hz.
         min_hz, max_hz: range the bands cover (max_hz defaults to Nyquist).
+        scale: how the cut-offs are spaced, ``mel`` (the reference) or ``linear`` (`band_edges_on`).
         learnable: learn each band's low cut-off and width (rebuilt every forward pass) instead of fixed filters.
     """
 
@@ -69,6 +83,7 @@ class SincFilterbank(nn.Module):
         min_hz: float = 0.0,
         max_hz: float | None = None,
         learnable: bool = False,
+        scale: str = "mel",
     ) -> None:
         super().__init__()
         max_hz = sample_rate / 2 if max_hz is None else max_hz
@@ -80,8 +95,8 @@ class SincFilterbank(nn.Module):
         self.channels, self.sample_rate = channels, float(sample_rate)
         self.kernel_size = kernel_size + 1 if kernel_size % 2 == 0 else kernel_size
         self.min_hz, self.max_hz = float(min_hz), float(max_hz)
-        self.learnable = learnable
-        edges = mel_band_edges(channels, min_hz, max_hz)  # (c + 1,) Hz
+        self.learnable, self.scale = learnable, scale
+        edges = band_edges_on(scale, channels, min_hz, max_hz)  # (c + 1,) Hz
         if learnable:
             # SincNet parametrisation: low = min_hz + |low_offset|, high = low + |width|, clamped to max_hz
             self.low_offset = nn.Parameter((edges[:-1] - min_hz).float())
@@ -93,7 +108,7 @@ class SincFilterbank(nn.Module):
     def band_edges(self) -> tuple[Tensor, Tensor]:
         """Current low and high cut-offs in Hz, (c,) each."""
         if not self.learnable:
-            edges = mel_band_edges(self.channels, self.min_hz, self.max_hz)
+            edges = band_edges_on(self.scale, self.channels, self.min_hz, self.max_hz)
             return edges[:-1].float(), edges[1:].float()
         low = self.min_hz + self.low_offset.abs()
         high = torch.clamp(low + self.width.abs(), max=self.max_hz)
@@ -116,5 +131,5 @@ class SincFilterbank(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"channels={self.channels}, kernel_size={self.kernel_size}, sample_rate={self.sample_rate:g}, "
-            f"band={self.min_hz:g}-{self.max_hz:g} Hz (mel-spaced), learnable={self.learnable}"
+            f"band={self.min_hz:g}-{self.max_hz:g} Hz ({self.scale}-spaced), learnable={self.learnable}"
         )

@@ -14,10 +14,10 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from abr_lab.loggers import tensorboard_writers
+from abr_lab.losses import margin_cross_entropy
 from abr_lab.metrics.mean import SplitMean
 from abr_lab.metrics.spoof import SpoofMetrics, det_figure
 from abr_lab.optim import parameter_groups, warmup_cosine
@@ -53,6 +53,9 @@ class RawNet2Module(L.LightningModule):
         warmup_steps, min_lr_ratio: of ``warmup_cosine`` (ignored by ``constant``).
         class_weights: cross-entropy weights of (spoof, bona fide); the reference's (0.1, 0.9) offsets the
             ~9 : 1 spoof : bona fide ratio of ASVspoof 2019 LA training data.
+        logit_margin: the loss pushes bona fide log-odds above +margin and spoofs below −margin
+            (`abr_lab.losses.margin_cross_entropy`; 0 = plain cross-entropy, the reference). With the ``one_class``
+            head (``arch_kwargs.head``) and margin ``scale · 0.35`` it is OC-softmax (`model=rawnet2_ocsoftmax`).
         figure_every_n_epochs: a DET curve of the validation split goes to TensorBoard every n epochs (0 = never).
         compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
             into an uncompiled network.
@@ -69,6 +72,7 @@ class RawNet2Module(L.LightningModule):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.01,
         class_weights: Sequence[float] = (0.1, 0.9),
+        logit_margin: float = 0.0,
         figure_every_n_epochs: int = 1,
         compile: bool = False,
     ) -> None:
@@ -77,6 +81,8 @@ class RawNet2Module(L.LightningModule):
             raise ValueError(f"schedule={schedule!r}: expected one of {'|'.join(SCHEDULES)}")
         if len(class_weights) != len(CLASS_NAMES) or min(class_weights) < 0 or sum(class_weights) <= 0:
             raise ValueError(f"class_weights={list(class_weights)}: need two non-negative weights (spoof, bonafide)")
+        if logit_margin < 0:
+            raise ValueError(f"logit_margin={logit_margin}: need >= 0")
         self.save_hyperparameters()
         self.net = create_model(arch, **(arch_kwargs or {}))
         if compile:
@@ -115,7 +121,8 @@ class RawNet2Module(L.LightningModule):
         return bonafide_score(self.net(audio))
 
     def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+        """Class-weighted (margin) cross-entropy of a batch."""
+        return margin_cross_entropy(logits.float(), labels, self.hparams.logit_margin, self.class_weights)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self.net(batch["audio"])  # (b, 2)
@@ -169,7 +176,7 @@ class RawNet2Module(L.LightningModule):
     def _evaluate(self, batch: Batch, stage: str) -> Tensor:
         logits = self.net(batch["audio"])  # (b, 2)
         labels = batch["label"]
-        per_example = F.cross_entropy(logits.float(), labels, reduction="none")  # (b,)
+        per_example = margin_cross_entropy(logits.float(), labels, self.hparams.logit_margin, reduction="none")  # (b,)
         self.split_loss[stage].update(per_example, weight=self.class_weights[labels])
         self.log(f"{stage}/loss", self.split_loss[stage], batch_size=len(logits))
         scores = bonafide_score(logits.float())  # (b,)

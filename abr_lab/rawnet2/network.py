@@ -14,12 +14,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from abr_lab.layers.cosine import OneClassCosineHead
 from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.registry import register_variant
 
 FAMILY = "rawnet2"
 SPOOF, BONAFIDE = 0, 1
 CLASS_NAMES = ("spoof", "bonafide")
+HEADS = ("linear", "one_class")
+
+
+def classifier_head(head: str, in_features: int, num_classes: int, scale: float, centre: float) -> nn.Module:
+    """The last layer: ``linear`` (the reference's FC) or ``one_class`` (`OneClassCosineHead`, bona fide the target
+    direction; with `model.logit_margin` it trains as OC-softmax)."""
+    if head == "linear":
+        return nn.Linear(in_features, num_classes)
+    if head == "one_class":
+        if num_classes != len(CLASS_NAMES):
+            raise ValueError(f"head='one_class' scores two classes (spoof, bonafide), got num_classes={num_classes}")
+        return OneClassCosineHead(in_features, scale=scale, centre=centre)
+    raise ValueError(f"head={head!r}: expected one of {'|'.join(HEADS)}")
 
 
 def bonafide_score(logits: Tensor) -> Tensor:
@@ -95,11 +109,15 @@ class RawNet2(nn.Module):
         sinc_kernel: taps per filter (even numbers are made odd).
         sample_rate: of the input, Hz; the filters span 0 .. sample_rate / 2 on the mel scale.
         sinc_learnable: learn the filters' cut-offs (Jung et al. 2020) instead of the fixed mel bank.
+        sinc_scale: spacing of the cut-offs, ``mel`` (the reference) or ``linear`` (`SincFilterbank`).
         block_channels: output width of each residual block (the first block's input is `sinc_channels` wide).
         gru_hidden, gru_layers: the GRU summarising the frame sequence.
         fc_hidden: width of the first fully connected layer (no activation follows it, as the reference).
         num_classes: logits out (2: spoof, bona fide).
         legacy_preact_bn: keep the reference's computed-then-discarded BN in each block (see `RawNet2Block`).
+        head: the last layer, ``linear`` (the reference) or ``one_class`` (cosine to one bona fide direction,
+            `OneClassCosineHead`; in place of FC 2, on the FC 1 embedding).
+        head_scale, head_centre: the ``one_class`` head's log-odds ``head_scale · (cos − head_centre)``.
     """
 
     def __init__(
@@ -108,17 +126,21 @@ class RawNet2(nn.Module):
         sinc_kernel: int = 1024,
         sample_rate: float = 16_000.0,
         sinc_learnable: bool = False,
+        sinc_scale: str = "mel",
         block_channels: Sequence[int] = (20, 20, 128, 128, 128, 128),
         gru_hidden: int = 1024,
         gru_layers: int = 3,
         fc_hidden: int = 1024,
         num_classes: int = 2,
         legacy_preact_bn: bool = False,
+        head: str = "linear",
+        head_scale: float = 20.0,
+        head_centre: float = 0.55,
     ) -> None:
         super().__init__()
         if not block_channels:
             raise ValueError("block_channels: need at least one residual block")
-        self.sinc = SincFilterbank(sinc_channels, sinc_kernel, sample_rate, learnable=sinc_learnable)
+        self.sinc = SincFilterbank(sinc_channels, sinc_kernel, sample_rate, learnable=sinc_learnable, scale=sinc_scale)
         self.first_bn = nn.BatchNorm1d(sinc_channels)
         widths = [sinc_channels, *block_channels]
         self.blocks = nn.ModuleList(
@@ -129,7 +151,7 @@ class RawNet2(nn.Module):
         self.bn_before_gru = nn.BatchNorm1d(widths[-1])
         self.gru = nn.GRU(widths[-1], gru_hidden, num_layers=gru_layers, batch_first=True)
         self.fc1 = nn.Linear(gru_hidden, fc_hidden)
-        self.fc2 = nn.Linear(fc_hidden, num_classes)
+        self.fc2 = classifier_head(head, fc_hidden, num_classes, head_scale, head_centre)
 
     @property
     def min_samples(self) -> int:
@@ -213,10 +235,18 @@ class RawNet2Lite(nn.Module):
         stem_channels: width of the stem and of the first blocks.
         stem_kernel, stem_stride: the stem convolution (3, 1 = the seed's).
         num_classes: logits out.
+        head, head_scale, head_centre: the last layer, as `RawNet2`'s.
     """
 
     def __init__(
-        self, stem_channels: int = 32, stem_kernel: int = 3, stem_stride: int = 1, num_classes: int = 2
+        self,
+        stem_channels: int = 32,
+        stem_kernel: int = 3,
+        stem_stride: int = 1,
+        num_classes: int = 2,
+        head: str = "linear",
+        head_scale: float = 20.0,
+        head_centre: float = 0.55,
     ) -> None:
         super().__init__()
         if stem_kernel < 1 or stem_stride < 1:
@@ -230,7 +260,7 @@ class RawNet2Lite(nn.Module):
         plan = [(c, c, 1), (c, 2 * c, 2), (2 * c, 2 * c, 1), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1), (4 * c, 8 * c, 2)]
         self.blocks = nn.Sequential(*(LiteBlock(i, o, s) for i, o, s in plan))
         self.fc1 = nn.Linear(8 * c, 64)
-        self.fc2 = nn.Linear(64, num_classes)
+        self.fc2 = classifier_head(head, 64, num_classes, head_scale, head_centre)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(_as_waveforms(x))  # (b, c, t / stride)

@@ -25,6 +25,16 @@ def test_band_edges_are_evenly_spaced_on_the_mel_scale() -> None:
     assert bool((torch.diff(edges)[1:] > torch.diff(edges)[:-1]).all())  # bands widen in Hz with frequency
 
 
+def test_linear_scale_spaces_the_bands_evenly_in_hz() -> None:
+    bank = SincFilterbank(channels=20, kernel_size=64, scale="linear")
+    low, high = bank.band_edges()
+    torch.testing.assert_close(high - low, torch.full((20,), 400.0))  # 8 kHz / 20 bands
+    assert float(low[0]) == 0.0 and float(high[-1]) == pytest.approx(8000.0)
+    assert "linear-spaced" in repr(bank)
+    with pytest.raises(ValueError, match="scale='bark'"):
+        SincFilterbank(channels=4, kernel_size=64, scale="bark")
+
+
 def test_fixed_filters_pass_their_band_and_are_built_once() -> None:
     bank = SincFilterbank(channels=20, kernel_size=1024, sample_rate=16_000)
     assert bank.kernel_size == 1025  # made odd, as the reference

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from abr_lab.config import compose_config
+from abr_lab.layers.cosine import OneClassCosineHead
 from abr_lab.rawnet2 import RawNet2Module
 from abr_lab.rawnet2.audio import AudioError
 from abr_lab.rawnet2.deploy import export_torchscript, load_detector, predict_folder
@@ -144,3 +145,31 @@ def test_forward_gives_logits_and_names_a_wrong_shape() -> None:
     with pytest.raises(ValueError, match=r"\(batch, samples\)"):
         module(torch.randn(2, 2, 3_000))
     assert F.softmax(module(torch.randn(2, 3_000)), dim=1).shape == (2, 2)  # logits, no softmax inside
+
+
+def test_one_class_recipe_trains_as_oc_softmax_and_exports(tmp_path) -> None:
+    """model=rawnet2_ocsoftmax: the cosine head and the margin loss reach training, checkpoint and export."""
+    summary = train(spoof_cfg(tmp_path, "model=rawnet2_ocsoftmax"))
+    assert "test/eer_unseen" in summary["test"]
+    module, _, _ = load_detector(summary["best_checkpoint"])
+    assert isinstance(module.net.fc2, OneClassCosineHead) and module.hparams.logit_margin == 7.0
+    x = 0.1 * torch.randn(3, 4_000)
+    embeddings = []
+    module.net.fc2.register_forward_hook(lambda _, inputs, __: embeddings.append(inputs[0]))
+    with torch.inference_mode():
+        scores = module.score(x)
+        cos = module.net.fc2.cosine(embeddings[0])
+    torch.testing.assert_close(scores, 20.0 * (cos - 0.55), atol=1e-4, rtol=0)  # log-odds = α (cos − centre)
+    scripted = torch.jit.load(str(export_torchscript(summary["best_checkpoint"], tmp_path / "detector.pt")))
+    with torch.inference_mode():
+        torch.testing.assert_close(scripted(x), scores, atol=1e-4, rtol=0)
+
+
+def test_margin_loss_hand_computed() -> None:
+    module = RawNet2Module(arch="rawnet2_tiny", class_weights=(1.0, 1.0), logit_margin=2.0)
+    logits = torch.tensor([[0.0, 3.0], [0.0, 1.0]])  # log-odds 3 and 1
+    labels = torch.tensor([1, 0])  # bona fide past its margin of 2, a spoof on the wrong side
+    expected = (np.log1p(np.exp(2.0 - 3.0)) + np.log1p(np.exp(1.0 + 2.0))) / 2
+    torch.testing.assert_close(module.loss(logits, labels), torch.tensor(expected, dtype=torch.float32))
+    with pytest.raises(ValueError, match="logit_margin"):
+        RawNet2Module(arch="rawnet2_tiny", logit_margin=-1.0)

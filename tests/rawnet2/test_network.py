@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from abr_lab.layers.cosine import OneClassCosineHead
 from abr_lab.rawnet2.network import (
     FeatureMapScaling,
     RawNet2,
@@ -147,3 +148,15 @@ def test_tiny_network_separates_an_easy_split() -> None:
     with torch.no_grad():
         scores = bonafide_score(net(x))
     assert scores[y == 1].min() > scores[y == 0].max()
+
+
+@pytest.mark.parametrize("arch", ["rawnet2_tiny", "rawnet2_lite"])
+def test_one_class_head_replaces_the_last_layer(arch: str) -> None:
+    net = create_model(arch, head="one_class", head_scale=10.0, head_centre=0.5)
+    assert isinstance(net.fc2, OneClassCosineHead)
+    scores = bonafide_score(net(torch.randn(3, 4_000)))
+    assert scores.shape == (3,) and bool((scores.abs() <= 10.0 * 1.5 + 1e-4).all())  # scale · (±1 − centre)
+    with pytest.raises(ValueError, match="head='cosine'"):
+        create_model(arch, head="cosine")
+    with pytest.raises(ValueError, match="num_classes=3"):
+        create_model(arch, head="one_class", num_classes=3)
