@@ -107,7 +107,7 @@ class RawNet2(nn.Module):
     Args:
         sinc_channels: number of sinc band-pass filters.
         sinc_kernel: taps per filter (even numbers are made odd).
-        sample_rate: of the input, Hz; the filters span 0 .. sample_rate / 2 on the mel scale.
+        sample_rate: of the input, Hz; the filters span 0 .. sample_rate / 2, spaced by `sinc_scale`.
         sinc_learnable: learn the filters' cut-offs (Jung et al. 2020) instead of the fixed mel bank.
         sinc_scale: spacing of the cut-offs, ``mel`` (the reference) or ``linear`` (`SincFilterbank`).
         block_channels: output width of each residual block (the first block's input is `sinc_channels` wide).
