@@ -20,7 +20,7 @@ def test_log_odds_are_the_scaled_cosine_to_the_direction() -> None:
     torch.testing.assert_close(logits.sum(dim=1), torch.zeros(3))  # symmetric: the softmax is sigmoid(log-odds)
 
 
-def test_scale_does_not_change_the_ranking_and_the_direction_learns() -> None:
+def test_only_the_embedding_direction_counts_and_the_direction_learns() -> None:
     torch.manual_seed(0)
     head = OneClassCosineHead(8)
     x = torch.randn(5, 8)
