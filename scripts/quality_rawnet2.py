@@ -31,10 +31,12 @@ from abr_lab.config import compose_config  # noqa: E402
 
 BASELINES = rawnet2_baselines.DEFAULT_OUT
 BAR_EER = 0.05
+SETTINGS = ("num_train", "num_test", "seed", "min_seconds", "max_seconds", "bonafide_fraction")  # baseline options
 
 
 def data_settings(overrides: list[str]) -> dict[str, Any]:
-    """Where the run's spoof_synth splits lie and what sizes and seed made them (what the baseline must share)."""
+    """The run's spoof_synth train and test splits: where they lie and what made them (what the baseline must share;
+    the val split, `val_attacks` included, plays no part in it)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = compose_config(overrides, output_dir=tmp, root_dir=REPO).data
         return {
@@ -42,6 +44,11 @@ def data_settings(overrides: list[str]) -> dict[str, Any]:
             "num_train": data.num_train,
             "num_test": data.num_test,
             "seed": data.seed,
+            "min_seconds": data.min_seconds,
+            "max_seconds": data.max_seconds,
+            "bonafide_fraction": data.bonafide_fraction,
+            "train_attacks": sorted(data.train_attacks),
+            "test_attacks": sorted(data.test_attacks),
         }
 
 
@@ -51,12 +58,16 @@ def baseline_figures(data: dict[str, Any]) -> dict[str, Any]:
         report = json.loads(BASELINES.read_text())
         made_on = {
             "data_dir": report["data_dir"],
-            **{k: report["settings"][k] for k in ("num_train", "num_test", "seed")},
+            "train_attacks": report["train_attacks"],
+            "test_attacks": report["test_attacks"],
+            **{k: report["settings"].get(k) for k in data if k in SETTINGS},
         }
         if made_on == data:
             return report["results"]["lfcc_gmm"]
-    argv = ["--data-dir", data["data_dir"], "--num-train", str(data["num_train"]), "--num-test", str(data["num_test"])]
-    return rawnet2_baselines.main([*argv, "--seed", str(data["seed"])])["results"]["lfcc_gmm"]
+    argv = ["--data-dir", data["data_dir"], "--train-attacks", *data["train_attacks"]]
+    argv += ["--test-attacks", *data["test_attacks"]]
+    argv += [f"--{key.replace('_', '-')}={data[key]}" for key in SETTINGS]
+    return rawnet2_baselines.main(argv)["results"]["lfcc_gmm"]
 
 
 def model_figures(test: dict[str, float]) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Test-split scores of the classic ASVspoof countermeasure, LFCC + two GMMs, on the synthetic spoofing data.
 
     python scripts/rawnet2_baselines.py [--data-dir <repo>/data/spoof_synth] [--num-train 2000] [--num-test 2000]
-                                        [--seed 42] [--n-components 128] [--max-frames 200000] [--max-iter 100]
+                                        [--seed 42] [--train-attacks A01 A02 A03 A04] [--test-attacks A01 A02 ...]
+                                        [--min-seconds 2.5] [--max-seconds 4.5] [--bonafide-fraction 0.2]
+                                        [--n-components 128] [--max-frames 200000] [--max-iter 100]
                                         [--out outputs/baselines/spoof_baselines.json]
 
 The train and test splits are those the RawNet2 DataModule reads (generated once by
@@ -39,6 +41,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=2000, help="clips in the train split (DataModule default)")
     parser.add_argument("--num-test", type=int, default=2000, help="clips in the test split (DataModule default)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the data generator (DataModule default)")
+    corpus = SpoofSynthSpec()  # the corpus options default to the DataModule's
+    parser.add_argument("--train-attacks", nargs="+", default=list(corpus.train_attacks), help="attacks of train")
+    parser.add_argument("--test-attacks", nargs="+", default=list(corpus.test_attacks), help="attacks of test")
+    parser.add_argument("--min-seconds", type=float, default=corpus.min_seconds, help="shortest utterance")
+    parser.add_argument("--max-seconds", type=float, default=corpus.max_seconds, help="longest utterance")
+    parser.add_argument("--bonafide-fraction", type=float, default=corpus.bonafide_fraction, help="bona fide share")
     parser.add_argument("--n-components", type=int, default=128, help="Gaussians per class (the reference: 512)")
     parser.add_argument("--max-frames", type=int, default=200_000, help="frames per class kept for EM")
     parser.add_argument("--max-iter", type=int, default=100, help="EM iterations at most")
@@ -94,7 +102,13 @@ def table(figures: dict[str, Any], train_attacks: set[str]) -> str:
 
 def main(argv: list[str]) -> dict[str, Any]:
     args = parse_args(argv)
-    spec = SpoofSynthSpec()
+    spec = SpoofSynthSpec(
+        min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds,
+        bonafide_fraction=args.bonafide_fraction,
+        train_attacks=tuple(args.train_attacks),
+        test_attacks=tuple(args.test_attacks),
+    )
     train_attacks = set(spec.attacks("train")) - {"-"}
     train, train_clips = split_clips(args.data_dir, spec, "train", args.num_train, args.seed)
     test, test_clips = split_clips(args.data_dir, spec, "test", args.num_test, args.seed)
@@ -121,6 +135,9 @@ def main(argv: list[str]) -> dict[str, Any]:
             "num_train": args.num_train,
             "num_test": args.num_test,
             "seed": args.seed,
+            "min_seconds": args.min_seconds,
+            "max_seconds": args.max_seconds,
+            "bonafide_fraction": args.bonafide_fraction,
             "n_components": args.n_components,
             "max_frames": args.max_frames,
             "max_iter": args.max_iter,

@@ -144,6 +144,27 @@ def test_abr_data_stats_prints_the_readme_figures():
     assert 0.5 < float(figures["Fmp, noise only (median)"]) < 1.5
 
 
+def test_quality_rawnet2_reuses_the_baseline_only_when_made_on_the_same_train_and_test_splits(tmp_path, monkeypatch):
+    quality = load("quality_rawnet2")
+    data = quality.data_settings(["model=rawnet2", "data.val_attacks=[A08]", f"paths.data_dir={tmp_path}"])
+    assert data["train_attacks"] == ["A01", "A02", "A03", "A04"] and "val_attacks" not in data  # val plays no part
+    cache = tmp_path / "spoof_baselines.json"
+    settings = {key: data[key] for key in quality.SETTINGS} | {"n_components": 128}
+    report = {"results": {"lfcc_gmm": "cached"}, "data_dir": data["data_dir"], "settings": settings}
+    cache.write_text(json.dumps(report | {k: data[k] for k in ("train_attacks", "test_attacks")}))
+    monkeypatch.setattr(quality, "BASELINES", cache)
+    fitted: list[list[str]] = []
+    monkeypatch.setattr(
+        quality.rawnet2_baselines, "main", lambda argv: fitted.append(argv) or {"results": {"lfcc_gmm": "new"}}
+    )
+    assert quality.baseline_figures(data) == "cached" and not fitted
+    other = quality.data_settings(["model=rawnet2", "data.train_attacks=[A01,A02]", f"paths.data_dir={tmp_path}"])
+    assert quality.baseline_figures(other) == "new"  # another train split: fitted again, on that split
+    argv = fitted[0]
+    assert argv[argv.index("--train-attacks") + 1 : argv.index("--test-attacks")] == ["A01", "A02"]
+    assert "--num-train=2000" in argv and "--bonafide-fraction=0.2" in argv
+
+
 def test_quality_unet_verdicts_compare_with_the_bars_and_both_baselines() -> None:
     quality = load("quality_unet")
     good = {

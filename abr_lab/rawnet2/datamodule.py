@@ -195,8 +195,8 @@ class SpoofDataModule(L.LightningDataModule):
 class SpoofSynthDataModule(SpoofDataModule):
     """Generated speech-like bona fide audio and spoofs from attack systems (`abr_lab.rawnet2.generator`).
 
-    Generated once per parameter set into `data_dir` (HDF5, int16), then held in memory. Train and val share the
-    training attacks; the test split adds attacks absent from training, as in ASVspoof.
+    Generated once per parameter set into `data_dir` (HDF5, int16), then held in memory. Val shares the training
+    attacks unless `val_attacks` names others; the test split adds attacks absent from training, as in ASVspoof.
 
     Args:
         data_dir: folder of the generated files (a file name carries its parameters' hash).
@@ -204,8 +204,11 @@ class SpoofSynthDataModule(SpoofDataModule):
         seed: base seed; each split and clip draws from its own stream.
         min_seconds, max_seconds: range of utterance durations.
         bonafide_fraction: share of bona fide clips in each split.
-        train_attacks: attack systems of the train and val splits.
+        train_attacks: attack systems of the train split (and of val unless `val_attacks` is set).
         test_attacks: attack systems of the test split.
+        val_attacks: attack systems of the val split; None = the training ones. A held-out attack here (``A08``, a
+            vocoder in no other split) makes early stopping and checkpoint selection reward detecting an attack
+            training never saw; keep the test attacks out of it, or they are no longer unseen.
         clip_samples: samples per clip fed to the model (64,600 = the reference's ~4 s).
         random_crop: training clips start at a random sample instead of the first.
         rawboost: RawBoost algorithms (``lnl``, ``isd``, ``ssi``) applied in order to every training clip; none by
@@ -228,6 +231,7 @@ class SpoofSynthDataModule(SpoofDataModule):
         bonafide_fraction: float = 0.2,
         train_attacks: Sequence[str] = ("A01", "A02", "A03", "A04"),
         test_attacks: Sequence[str] = ("A01", "A02", "A05", "A06", "A07"),
+        val_attacks: Sequence[str] | None = None,
         clip_samples: int = REFERENCE_CLIP_SAMPLES,
         random_crop: bool = False,
         rawboost: Sequence[str] = (),
@@ -242,6 +246,7 @@ class SpoofSynthDataModule(SpoofDataModule):
             bonafide_fraction=bonafide_fraction,
             train_attacks=tuple(train_attacks),
             test_attacks=tuple(test_attacks),
+            val_attacks=None if val_attacks is None else tuple(val_attacks),
         )
         self.train_attacks = self.spec.attacks("train")
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}

@@ -26,9 +26,15 @@ that leaves artefacts that real speech synthesis and conversion leave:
   (unvoiced): buzzy excitation, all-pole envelope, binary voicing.
 - ``A07`` (unseen) coarse Griffin–Lim: a 40-band mel spectrogram, temporally smoothed, inverted with only 8 plain
   Griffin–Lim iterations: stronger over-smoothing and phase artefacts of the A01 family.
+- ``A08`` (in no split by default) channel vocoder: 16 mel-band amplitudes every 8 ms imposed on a mixed
+  excitation (a jitter-free pulse train below a cut-off of 2.5–5 kHz in voiced frames, white noise elsewhere). A
+  vocoder that is neither A05 nor A06 (band-stepped envelope, zero-phase pulses, smoothed pitch), meant as a
+  held-out *validation* attack (``val_attacks``): model selection then rewards detecting a vocoder training never
+  saw, while the test attacks stay unseen by both training and selection.
 
-Train and val use A01–A04; test uses A01 and A02 (known) plus A05–A07 (unseen). The detector can generalise through
-shared artefact families (phase incoherence, over-smoothed envelopes, band and excitation artefacts), not trivially.
+Train and val use A01–A04 (val: ``val_attacks`` when set); test uses A01 and A02 (known) plus A05–A07 (unseen). The
+detector can generalise through shared artefact families (phase incoherence, over-smoothed envelopes, band and
+excitation artefacts), not trivially.
 
 **No shortcuts**: both classes get the same post-processing distribution — a random 2nd-order high-pass
 (40–150 Hz, DC-free), loudness normalisation to an RMS of −32…−20 dBFS and white channel noise at −75…−60 dBFS — and
@@ -471,6 +477,26 @@ def coarse_griffin_lim(audio: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return _griffin_lim(mag, n_fft, hop, len(audio), iters=8, momentum=0.0, rng=rng)
 
 
+def channel_vocoder(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A08: 16-channel mel vocoder, mixed excitation (zero-phase pulses below a voicing cut-off, noise above)."""
+    n, n_fft = len(audio), 512
+    basis, _ = _mel_basis(16, n_fft)  # (16, bins)
+    band_power = np.abs(_stft(audio, n_fft, HOP)) ** 2 @ basis.T / basis.sum(axis=1)  # (f, 16)
+    weights = basis / np.maximum(basis.sum(axis=0), 1e-3)  # (16, bins): a bin mixes the bands that cover it
+    gain = np.sqrt(band_power) @ weights  # (f, bins), stepped between band centres
+    gain[:, fft.rfftfreq(n_fft, 1 / SAMPLE_RATE) < 60] = 0  # channels from 60 Hz: no DC from the pulse train
+    f0, voiced = _estimate_f0(audio)
+    f0 = np.maximum(uniform_filter1d(medfilt(f0, 9), 9), 60.0)  # stylised pitch: no jitter, smoothed contour
+    f0_s = np.interp(np.arange(n) / HOP, np.arange(len(f0)), f0)
+    cycle = (np.cumsum(f0_s) / SAMPLE_RATE + rng.random()).astype(np.int64)
+    pulses = np.diff(cycle, prepend=cycle[0]) * np.sqrt(SAMPLE_RATE / f0_s)  # unit-power impulse train
+    cutoff = rng.uniform(2500, 5000)  # voicing cut-off (Hz): pulses below, noise above in voiced frames
+    pulse_bins = voiced[:, None] & (fft.rfftfreq(n_fft, 1 / SAMPLE_RATE) < cutoff)  # (f, bins)
+    excitation = np.where(pulse_bins, _stft(pulses, n_fft, HOP), _stft(rng.standard_normal(n), n_fft, HOP))
+    excitation /= np.sqrt(np.sum(_hann(n_fft) ** 2))  # unit-power input -> |STFT| ~ 1 per bin
+    return _match_energy(_istft(excitation * gain, n_fft, HOP, n), audio)
+
+
 Attack = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 ATTACKS: dict[str, Attack] = {
     "A01": griffin_lim_mel80,
@@ -480,6 +506,7 @@ ATTACKS: dict[str, Attack] = {
     "A05": harmonic_vocoder,
     "A06": lpc_vocoder,
     "A07": coarse_griffin_lim,
+    "A08": channel_vocoder,
 }
 ATTACK_IDS: tuple[str, ...] = ("-", *ATTACKS)  # index 0 = bona fide
 
@@ -523,14 +550,17 @@ class SpoofSynthSpec:
     min_seconds: float = 2.5
     max_seconds: float = 4.5
     bonafide_fraction: float = 0.2  # share of bona fide clips in every split (ASVspoof LA: ~10 %)
-    train_attacks: tuple[str, ...] = ("A01", "A02", "A03", "A04")  # also used by val
+    train_attacks: tuple[str, ...] = ("A01", "A02", "A03", "A04")
     test_attacks: tuple[str, ...] = ("A01", "A02", "A05", "A06", "A07")
+    val_attacks: tuple[str, ...] | None = None  # None: the training attacks
     num_speakers_train: int = 20
     num_speakers_val: int = 10
     num_speakers_test: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("train_attacks", "test_attacks"):
+        for name in ("train_attacks", "test_attacks", "val_attacks"):
+            if name == "val_attacks" and self.val_attacks is None:
+                continue
             ids = tuple(str(a) for a in getattr(self, name))  # lists from Hydra become tuples
             object.__setattr__(self, name, ids)
             unknown = [a for a in ids if a not in ATTACKS]
@@ -547,8 +577,11 @@ class SpoofSynthSpec:
                 raise ValueError(f"num_speakers_{split}={self.num_speakers(split)}: need at least one speaker")
 
     def attacks(self, split: str) -> tuple[str, ...]:
-        """Attack systems used in `split`: the training ones for train and val, the test ones for test."""
-        return self.test_attacks if _split_index(split) == 2 else self.train_attacks
+        """Attack systems used in `split`: train's, val's (train's unless `val_attacks` is set) and test's."""
+        index = _split_index(split)
+        if index == 1 and self.val_attacks is not None:
+            return self.val_attacks
+        return self.test_attacks if index == 2 else self.train_attacks
 
     def num_speakers(self, split: str) -> int:
         return int(getattr(self, f"num_speakers_{SPLITS[_split_index(split)]}"))
@@ -588,7 +621,13 @@ def render_clip(spec: SpoofSynthSpec, rng: np.random.Generator, speaker: Speaker
 
 
 def split_params(spec: SpoofSynthSpec, split: str, num_clips: int, seed: int) -> dict:
-    return {**asdict(spec), "split": split, "num_clips": num_clips, "seed": seed, "version": GENERATOR_VERSION}
+    """What determines a split's file. `val_attacks` only enters the val split's, and only when set: the other splits
+    (and val files written with the training attacks, before the option existed) keep their names."""
+    params = asdict(spec)
+    val_attacks = params.pop("val_attacks")
+    if split == "val" and val_attacks is not None:
+        params["val_attacks"] = val_attacks
+    return {**params, "split": split, "num_clips": num_clips, "seed": seed, "version": GENERATOR_VERSION}
 
 
 def split_path(data_dir: str | Path, spec: SpoofSynthSpec, split: str, num_clips: int, seed: int) -> Path:

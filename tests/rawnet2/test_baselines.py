@@ -159,3 +159,16 @@ def test_script_reports_overall_unseen_and_per_attack(tmp_path):
     for row in (figures["overall"], figures["unseen"], *figures["per_attack"].values()):
         assert 0.0 <= row["eer"] <= 1.0 and row["min_tdcf"] >= 0.0
     assert figures["fit_seconds"] > 0
+
+
+def test_script_fits_on_the_corpus_it_is_given(tmp_path):
+    spec = importlib.util.spec_from_file_location("rawnet2_baselines", SCRIPTS / "rawnet2_baselines.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--data-dir", str(tmp_path / "data"), "--num-train", "20", "--num-test", "20", "--seed", "1"]
+    args += ["--train-attacks", "A01", "A02", "--test-attacks", "A01", "A03", "--min-seconds", "0.3"]
+    args += ["--max-seconds", "0.5", "--n-components", "2", "--max-frames", "2000", "--out", str(tmp_path / "o.json")]
+    report = script.main(args)
+    figures = report["results"]["lfcc_gmm"]
+    assert set(figures["per_attack"]) == {"A01", "A03"} and figures["unseen_attacks"] == ["A03"]
+    assert report["train_attacks"] == ["A01", "A02"] and report["settings"]["max_seconds"] == 0.5

@@ -59,6 +59,24 @@ def test_synth_attack_table_and_unseen_attacks(synth):
     assert synth.class_counts("test")["bonafide"] == 4 and synth.class_counts("test")["spoof"] == 12
 
 
+def test_held_out_val_attack_is_neither_trained_on_nor_counted_as_seen(tmp_path):
+    dm = SpoofSynthDataModule(
+        data_dir=str(tmp_path),
+        num_train=4,
+        num_val=5,
+        num_test=12,
+        min_seconds=0.1,
+        max_seconds=0.1,
+        val_attacks=["A08"],
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    val = {dm.attack_ids[i] for i in np.unique(dm.sources["val"].attacks)}
+    assert val == {"-", "A08"} and dm.train_attacks == ("A01", "A02", "A03", "A04")
+    assert set(dm.unseen_attacks) == {"A05", "A06", "A07"}  # A08 is not a test attack: not "unseen" either
+    assert dm.hparams.val_attacks == ["A08"]  # saved with the checkpoint
+
+
 def test_synth_loaders_batch_and_drop_only_the_last_train_batch(synth):
     batch = next(iter(synth.train_dataloader()))
     assert batch["audio"].shape == (4, 4000) and batch["label"].shape == (4,) and batch["attack"].dtype == torch.int64

@@ -68,6 +68,29 @@ def test_test_split_holds_the_unseen_attacks_and_train_does_not(files):
     assert TINY.attacks("val") == TINY.attacks("train") == ("A01", "A02", "A03", "A04")
 
 
+def test_val_attacks_change_the_val_split_only(tmp_path, files):
+    held_out = SpoofSynthSpec(min_seconds=0.5, max_seconds=0.8, val_attacks=("A08",))
+    assert held_out.attacks("val") == ("A08",) and held_out.attacks("train") == TINY.attacks("train")
+    for split in ("train", "test"):  # their files do not depend on the option: reused, not regenerated
+        assert split_path(tmp_path, held_out, split, 12, seed=0) == split_path(tmp_path, TINY, split, 12, seed=0)
+    assert split_path(tmp_path, held_out, "val", 12, seed=0) != split_path(tmp_path, TINY, "val", 12, seed=0)
+    clips = read_split(write_split(tmp_path, held_out, "val", 12, seed=0, progress=False, workers=1))
+    assert set(clips.attack.tolist()) == {0, ATTACK_IDS.index("A08")}
+    with pytest.raises(ValueError, match="val_attacks.*A99"):
+        SpoofSynthSpec(val_attacks=("A99",))
+
+
+def test_channel_vocoder_keeps_the_band_envelope_and_replaces_the_source():
+    speaker = Speaker.from_id(7, seed=0)
+    bona_fide = synthesize_utterance(np.random.default_rng(7), speaker, 2.0)
+    spoof = apply_attack("A08", bona_fide, np.random.default_rng(1))
+    bands = [(150, 400), (400, 1000), (1000, 2000), (2000, 4000), (4000, 7000)]
+    level_db = [10 * np.log10(_band_energy(spoof, lo, hi) / _band_energy(bona_fide, lo, hi)) for lo, hi in bands]
+    assert np.abs(level_db).max() < 3.0, level_db  # the vocoder's 16 bands carry the spectral envelope
+    assert _band_energy(spoof, 0, 40) < 1e-3  # channels start at 60 Hz: no DC or rumble from the pulse train
+    assert abs(np.corrcoef(spoof, bona_fide)[0, 1]) < 0.3  # the waveform itself is re-synthesised
+
+
 def test_speaker_pools_are_disjoint(files):
     pools = {s: {spk.speaker_id for spk in split_speakers(TINY, s, seed=0)} for s in ("train", "val", "test")}
     assert len(pools["train"]) == 20 and len(pools["val"]) == len(pools["test"]) == 10
