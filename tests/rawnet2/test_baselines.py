@@ -144,10 +144,16 @@ def test_lfcc_gmm_refuses_one_class_and_an_unfitted_score():
 # the script, on tiny generated splits
 
 
-def test_script_reports_overall_unseen_and_per_attack(tmp_path):
+def _script():
+    """scripts/rawnet2_baselines.py as a module."""
     spec = importlib.util.spec_from_file_location("rawnet2_baselines", SCRIPTS / "rawnet2_baselines.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_script_reports_overall_unseen_and_per_attack(tmp_path):
+    script = _script()
     out = tmp_path / "spoof_baselines.json"
     args = ["--data-dir", str(tmp_path / "data"), "--num-train", "20", "--num-test", "30", "--seed", "1"]
     report = script.main([*args, "--n-components", "2", "--max-frames", "2000", "--out", str(out)])
@@ -162,9 +168,7 @@ def test_script_reports_overall_unseen_and_per_attack(tmp_path):
 
 
 def test_script_fits_on_the_corpus_it_is_given(tmp_path):
-    spec = importlib.util.spec_from_file_location("rawnet2_baselines", SCRIPTS / "rawnet2_baselines.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _script()
     args = ["--data-dir", str(tmp_path / "data"), "--num-train", "20", "--num-test", "20", "--seed", "1"]
     args += ["--train-attacks", "A01", "A02", "--test-attacks", "A01", "A03", "--min-seconds", "0.3"]
     args += ["--max-seconds", "0.5", "--n-components", "2", "--max-frames", "2000", "--out", str(tmp_path / "o.json")]

@@ -68,7 +68,7 @@ def test_test_split_holds_the_unseen_attacks_and_train_does_not(files):
     assert TINY.attacks("val") == TINY.attacks("train") == ("A01", "A02", "A03", "A04")
 
 
-def test_val_attacks_change_the_val_split_only(tmp_path, files):
+def test_val_attacks_change_the_val_split_only(tmp_path):
     held_out = SpoofSynthSpec(min_seconds=0.5, max_seconds=0.8, val_attacks=("A08",))
     assert held_out.attacks("val") == ("A08",) and held_out.attacks("train") == TINY.attacks("train")
     for split in ("train", "test"):  # their files do not depend on the option: reused, not regenerated
