@@ -60,7 +60,7 @@ def baseline_figures(data: dict[str, Any]) -> dict[str, Any]:
             "data_dir": report["data_dir"],
             "train_attacks": report["train_attacks"],
             "test_attacks": report["test_attacks"],
-            **{k: report["settings"].get(k) for k in data if k in SETTINGS},
+            **{k: report["settings"].get(k) for k in SETTINGS},
         }
         if made_on == data:
             return report["results"]["lfcc_gmm"]

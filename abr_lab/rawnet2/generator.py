@@ -480,18 +480,19 @@ def coarse_griffin_lim(audio: np.ndarray, rng: np.random.Generator) -> np.ndarra
 def channel_vocoder(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A08: 16-channel mel vocoder, mixed excitation (zero-phase pulses below a voicing cut-off, noise above)."""
     n, n_fft = len(audio), 512
+    freqs = fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)  # (bins,) Hz
     basis, _ = _mel_basis(16, n_fft)  # (16, bins)
     band_power = np.abs(_stft(audio, n_fft, HOP)) ** 2 @ basis.T / basis.sum(axis=1)  # (f, 16)
     weights = basis / np.maximum(basis.sum(axis=0), 1e-3)  # (16, bins): a bin mixes the bands that cover it
     gain = np.sqrt(band_power) @ weights  # (f, bins), stepped between band centres
-    gain[:, fft.rfftfreq(n_fft, 1 / SAMPLE_RATE) < 60] = 0  # channels from 60 Hz: no DC from the pulse train
+    gain[:, freqs < 60] = 0  # channels from 60 Hz: no DC from the pulse train
     f0, voiced = _estimate_f0(audio)
     f0 = np.maximum(uniform_filter1d(medfilt(f0, 9), 9), 60.0)  # stylised pitch: no jitter, smoothed contour
     f0_s = np.interp(np.arange(n) / HOP, np.arange(len(f0)), f0)
     cycle = (np.cumsum(f0_s) / SAMPLE_RATE + rng.random()).astype(np.int64)
     pulses = np.diff(cycle, prepend=cycle[0]) * np.sqrt(SAMPLE_RATE / f0_s)  # unit-power impulse train
     cutoff = rng.uniform(2500, 5000)  # voicing cut-off (Hz): pulses below, noise above in voiced frames
-    pulse_bins = voiced[:, None] & (fft.rfftfreq(n_fft, 1 / SAMPLE_RATE) < cutoff)  # (f, bins)
+    pulse_bins = voiced[:, None] & (freqs < cutoff)  # (f, bins)
     excitation = np.where(pulse_bins, _stft(pulses, n_fft, HOP), _stft(rng.standard_normal(n), n_fft, HOP))
     excitation /= np.sqrt(np.sum(_hann(n_fft) ** 2))  # unit-power input -> |STFT| ~ 1 per bin
     return _match_energy(_istft(excitation * gain, n_fft, HOP, n), audio)
