@@ -62,7 +62,7 @@ def baseline_figures(data: dict[str, Any]) -> dict[str, Any]:
             "test_attacks": report["test_attacks"],
             **{k: report["settings"].get(k) for k in SETTINGS},
         }
-        if made_on == data:
+        if made_on == data and "lfcc_gmm" in report["results"]:
             return report["results"]["lfcc_gmm"]
     argv = ["--data-dir", data["data_dir"], "--train-attacks", *data["train_attacks"]]
     argv += ["--test-attacks", *data["test_attacks"]]

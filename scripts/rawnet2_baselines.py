@@ -3,12 +3,17 @@
     python scripts/rawnet2_baselines.py [--data-dir <repo>/data/spoof_synth] [--num-train 2000] [--num-test 2000]
                                         [--seed 42] [--train-attacks A01 A02 A03 A04] [--test-attacks A01 A02 ...]
                                         [--min-seconds 2.5] [--max-seconds 4.5] [--bonafide-fraction 0.2]
-                                        [--n-components 128] [--max-frames 200000] [--max-iter 100]
+                                        [--model lfcc_gmm] [--n-components 128] [--max-iter 100]
+                                        [--hidden 256 256] [--max-epochs 30] [--max-frames 200000] [--model-seed 0]
                                         [--out outputs/baselines/spoof_baselines.json]
 
 The train and test splits are those the RawNet2 DataModule reads (generated once by
 `abr_lab.rawnet2.generator.write_split` into ``--data-dir``, then cached; the defaults match the DataModule's).
-`LFCCGMM` (see `abr_lab.rawnet2.baselines`) is fitted on the train split and scores the test split. Reported: EER and
+The countermeasure (see `abr_lab.rawnet2.baselines`) is fitted on the train split and scores the test split:
+``--model lfcc_gmm`` (default; `LFCCGMM`, the bar's baseline, options ``--n-components --max-iter``) or
+``--model lfcc_mlp`` (`LFCCMLP`, a perceptron on the same frames, options ``--hidden --max-epochs``; written to
+``spoof_baselines_lfcc_mlp.json`` unless ``--out`` says otherwise, so the GMM report the quality script reuses is
+never replaced by it). Reported: EER and
 min t-DCF over the whole test split; the same on the unseen attacks only (bona fide test clips against the spoofs of
 attacks absent from training: the generalisation a countermeasure is judged on); and the EER of each attack against
 all bona fide test clips. Prints a table and writes the figures, with the fitting time, as JSON.
@@ -27,11 +32,13 @@ import numpy as np
 
 from abr_lab.atomic import atomic_write_text
 from abr_lab.metrics.spoof import compute_eer, compute_min_tdcf
-from abr_lab.rawnet2.baselines import LFCCGMM
+from abr_lab.rawnet2.baselines import LFCCGMM, LFCCMLP, FrameCountermeasure
 from abr_lab.rawnet2.generator import ATTACK_IDS, SpoofSynthSpec, read_split, write_split
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "outputs" / "baselines" / "spoof_baselines.json"
+MLP_OUT = DEFAULT_OUT.with_name("spoof_baselines_lfcc_mlp.json")
+MODELS = ("lfcc_gmm", "lfcc_mlp")
 DEFAULT_DATA_DIR = REPO / "data" / "spoof_synth"  # where `data=spoof_synth` (paths.data_dir) puts the splits
 
 
@@ -47,12 +54,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-seconds", type=float, default=corpus.min_seconds, help="shortest utterance")
     parser.add_argument("--max-seconds", type=float, default=corpus.max_seconds, help="longest utterance")
     parser.add_argument("--bonafide-fraction", type=float, default=corpus.bonafide_fraction, help="bona fide share")
-    parser.add_argument("--n-components", type=int, default=128, help="Gaussians per class (the reference: 512)")
-    parser.add_argument("--max-frames", type=int, default=200_000, help="frames per class kept for EM")
-    parser.add_argument("--max-iter", type=int, default=100, help="EM iterations at most")
-    parser.add_argument("--gmm-seed", type=int, default=0, help="frame subsampling and k-means initialisation")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return parser.parse_args(argv)
+    parser.add_argument("--model", choices=MODELS, default="lfcc_gmm", help="the countermeasure")
+    parser.add_argument("--n-components", type=int, default=128, help="lfcc_gmm: Gaussians per class (reference: 512)")
+    parser.add_argument("--max-iter", type=int, default=100, help="lfcc_gmm: EM iterations at most")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="lfcc_mlp: hidden layer widths")
+    parser.add_argument("--max-epochs", type=int, default=30, help="lfcc_mlp: passes over the frames at most")
+    parser.add_argument("--max-frames", type=int, default=200_000, help="frames per class kept for fitting")
+    parser.add_argument("--model-seed", type=int, default=0, help="frame subsampling and the model's initialisation")
+    parser.add_argument("--out", type=Path, help=f"default: {DEFAULT_OUT} (lfcc_gmm), {MLP_OUT} (lfcc_mlp)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.model == "lfcc_gmm" else MLP_OUT
+    return args
+
+
+def countermeasure(args: argparse.Namespace) -> tuple[FrameCountermeasure, dict[str, Any]]:
+    """The countermeasure `args` ask for and its settings (recorded in the report)."""
+    if args.model == "lfcc_gmm":
+        settings = {"n_components": args.n_components, "max_iter": args.max_iter}
+        model = LFCCGMM(args.n_components, args.max_frames, args.max_iter, seed=args.model_seed)
+    else:
+        settings = {"hidden": args.hidden, "max_epochs": args.max_epochs}
+        model = LFCCMLP(args.hidden, args.max_frames, args.max_epochs, seed=args.model_seed)
+    return model, settings | {"max_frames": args.max_frames, "model_seed": args.model_seed, "lfcc": model.lfcc_options}
 
 
 def split_clips(data_dir: Path, spec: SpoofSynthSpec, split: str, num_clips: int, seed: int) -> tuple[Any, list]:
@@ -113,7 +137,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     train, train_clips = split_clips(args.data_dir, spec, "train", args.num_train, args.seed)
     test, test_clips = split_clips(args.data_dir, spec, "test", args.num_test, args.seed)
 
-    model = LFCCGMM(args.n_components, args.max_frames, args.max_iter, seed=args.gmm_seed)
+    model, model_settings = countermeasure(args)
     start = time.perf_counter()
     model.fit(train_clips, np.asarray(train.label))
     fit_seconds = time.perf_counter() - start
@@ -123,11 +147,11 @@ def main(argv: list[str]) -> dict[str, Any]:
 
     figures = evaluate(scores, np.asarray(test.label), np.asarray(test.attack), train_attacks)
     figures |= {"fit_seconds": fit_seconds, "score_seconds": score_seconds}
-    print(f"\nLFCC-GMM ({args.n_components} components), {len(train_clips)} train / {len(test_clips)} test clips")
+    print(f"\n{args.model}, {len(train_clips)} train / {len(test_clips)} test clips")
     print(f"fit {fit_seconds:.0f} s, scoring {score_seconds:.0f} s; * = attack unseen in training")
     print(table(figures, train_attacks))
     report = {
-        "results": {"lfcc_gmm": figures},
+        "results": {args.model: figures},
         "data_dir": str(args.data_dir),
         "train_attacks": sorted(train_attacks),
         "test_attacks": sorted(set(spec.attacks("test")) - {"-"}),
@@ -138,11 +162,7 @@ def main(argv: list[str]) -> dict[str, Any]:
             "min_seconds": args.min_seconds,
             "max_seconds": args.max_seconds,
             "bonafide_fraction": args.bonafide_fraction,
-            "n_components": args.n_components,
-            "max_frames": args.max_frames,
-            "max_iter": args.max_iter,
-            "gmm_seed": args.gmm_seed,
-            "lfcc": model.lfcc_options,
+            **model_settings,
         },
     }
     atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")

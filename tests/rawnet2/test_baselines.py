@@ -1,4 +1,4 @@
-"""LFCC features and the two-GMM countermeasure (`abr_lab.rawnet2.baselines`)."""
+"""LFCC features, the two-GMM countermeasure and its perceptron twin (`abr_lab.rawnet2.baselines`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from scipy.signal import butter, sosfilt
 
-from abr_lab.rawnet2.baselines import LFCCGMM, delta_features, lfcc, linear_filter_edges, linear_filterbank
+from abr_lab.rawnet2.baselines import (
+    LFCCGMM,
+    LFCCMLP,
+    delta_features,
+    lfcc,
+    linear_filter_edges,
+    linear_filterbank,
+)
 
 FS = 16_000
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -140,6 +147,36 @@ def test_lfcc_gmm_refuses_one_class_and_an_unfitted_score():
         tiny_model().score(clips[0])
 
 
+def tiny_mlp(seed: int = 0) -> LFCCMLP:
+    return LFCCMLP(hidden=(8,), max_frames=1000, max_epochs=50, seed=seed)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # tiny budgets on purpose
+def test_lfcc_mlp_ranks_an_easy_task_perfectly_and_its_score_is_the_mean_frame_log_odds():
+    clips, labels = easy_task(12, seed=0)
+    model = tiny_mlp().fit(clips, labels)
+    test_clips, test_labels = easy_task(10, seed=100)
+    scores = model.score_many(test_clips)
+    assert scores[test_labels == 1].min() > 0 > scores[test_labels == 0].max()
+    p = model.pipeline.predict_proba(model.features(test_clips[0]))[:, 1]  # (f,) P(bona fide) per frame
+    p = np.clip(p, LFCCMLP.EPS, 1 - LFCCMLP.EPS)
+    assert model.score(test_clips[0]) == pytest.approx(np.mean(np.log(p / (1 - p))), rel=1e-9)
+    assert np.allclose(model.score_many(test_clips, batch_frames=1), scores)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lfcc_mlp_is_deterministic_by_seed_and_refuses_bad_settings():
+    clips, labels = easy_task(8, seed=0)
+    a, b = tiny_mlp(seed=3).fit(clips, labels), tiny_mlp(seed=3).fit(clips, labels)
+    assert np.array_equal(a.score_many(clips), b.score_many(clips))
+    with pytest.raises(RuntimeError, match="LFCCMLP is not fitted"):
+        tiny_mlp().score(clips[0])
+    with pytest.raises(ValueError, match="hidden=\\[8, 0\\]"):
+        LFCCMLP(hidden=(8, 0))
+    with pytest.raises(TypeError, match="num_bands"):
+        LFCCMLP(num_bands=20)  # not an LFCC option
+
+
 # --------------------------------------------------------------------------------------------------------------
 # the script, on tiny generated splits
 
@@ -176,3 +213,17 @@ def test_script_fits_on_the_corpus_it_is_given(tmp_path):
     figures = report["results"]["lfcc_gmm"]
     assert set(figures["per_attack"]) == {"A01", "A03"} and figures["unseen_attacks"] == ["A03"]
     assert report["train_attacks"] == ["A01", "A02"] and report["settings"]["max_seconds"] == 0.5
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_script_scores_with_the_perceptron_into_its_own_report(tmp_path):
+    script = _script()
+    assert script.parse_args(["--model", "lfcc_mlp"]).out == script.MLP_OUT != script.DEFAULT_OUT
+    assert script.parse_args([]).out == script.DEFAULT_OUT
+    args = ["--data-dir", str(tmp_path / "data"), "--num-train", "20", "--num-test", "20", "--seed", "1"]
+    args += ["--model", "lfcc_mlp", "--hidden", "8", "--max-epochs", "5", "--out", str(tmp_path / "mlp.json")]
+    report = script.main(args)
+    assert list(report["results"]) == ["lfcc_mlp"]
+    assert report["settings"]["hidden"] == [8] and report["settings"]["max_epochs"] == 5
+    assert "n_components" not in report["settings"]
+    assert 0.0 <= report["results"]["lfcc_mlp"]["unseen"]["eer"] <= 1.0
