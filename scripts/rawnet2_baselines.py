@@ -38,7 +38,10 @@ from abr_lab.rawnet2.generator import ATTACK_IDS, SpoofSynthSpec, read_split, wr
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "outputs" / "baselines" / "spoof_baselines.json"
 MLP_OUT = DEFAULT_OUT.with_name("spoof_baselines_lfcc_mlp.json")
-MODELS = ("lfcc_gmm", "lfcc_mlp")
+MODEL_OPTIONS = {  # each countermeasure's own options and their defaults
+    "lfcc_gmm": {"n_components": 128, "max_iter": 100},
+    "lfcc_mlp": {"hidden": [256, 256], "max_epochs": 30},
+}
 DEFAULT_DATA_DIR = REPO / "data" / "spoof_synth"  # where `data=spoof_synth` (paths.data_dir) puts the splits
 
 
@@ -54,15 +57,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-seconds", type=float, default=corpus.min_seconds, help="shortest utterance")
     parser.add_argument("--max-seconds", type=float, default=corpus.max_seconds, help="longest utterance")
     parser.add_argument("--bonafide-fraction", type=float, default=corpus.bonafide_fraction, help="bona fide share")
-    parser.add_argument("--model", choices=MODELS, default="lfcc_gmm", help="the countermeasure")
-    parser.add_argument("--n-components", type=int, default=128, help="lfcc_gmm: Gaussians per class (reference: 512)")
-    parser.add_argument("--max-iter", type=int, default=100, help="lfcc_gmm: EM iterations at most")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="lfcc_mlp: hidden layer widths")
-    parser.add_argument("--max-epochs", type=int, default=30, help="lfcc_mlp: passes over the frames at most")
+    parser.add_argument("--model", choices=sorted(MODEL_OPTIONS), default="lfcc_gmm", help="the countermeasure")
+    parser.add_argument("--n-components", type=int, help="lfcc_gmm: Gaussians per class (default 128; reference 512)")
+    parser.add_argument("--max-iter", type=int, help="lfcc_gmm: EM iterations at most (default 100)")
+    parser.add_argument("--hidden", type=int, nargs="+", help="lfcc_mlp: hidden layer widths (default 256 256)")
+    parser.add_argument("--max-epochs", type=int, help="lfcc_mlp: passes over the frames at most (default 30)")
     parser.add_argument("--max-frames", type=int, default=200_000, help="frames per class kept for fitting")
     parser.add_argument("--model-seed", type=int, default=0, help="frame subsampling and the model's initialisation")
     parser.add_argument("--out", type=Path, help=f"default: {DEFAULT_OUT} (lfcc_gmm), {MLP_OUT} (lfcc_mlp)")
     args = parser.parse_args(argv)
+    for model, options in MODEL_OPTIONS.items():
+        for option, default in options.items():
+            if model != args.model and getattr(args, option) is not None:
+                parser.error(f"--{option.replace('_', '-')} is an option of --model {model}, not of {args.model}")
+            if getattr(args, option) is None:
+                setattr(args, option, default)
     if args.out is None:
         args.out = DEFAULT_OUT if args.model == "lfcc_gmm" else MLP_OUT
     return args
@@ -70,11 +79,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def countermeasure(args: argparse.Namespace) -> tuple[FrameCountermeasure, dict[str, Any]]:
     """The countermeasure `args` ask for and its settings (recorded in the report)."""
+    settings = {option: getattr(args, option) for option in MODEL_OPTIONS[args.model]}
     if args.model == "lfcc_gmm":
-        settings = {"n_components": args.n_components, "max_iter": args.max_iter}
         model = LFCCGMM(args.n_components, args.max_frames, args.max_iter, seed=args.model_seed)
     else:
-        settings = {"hidden": args.hidden, "max_epochs": args.max_epochs}
         model = LFCCMLP(args.hidden, args.max_frames, args.max_epochs, seed=args.model_seed)
     return model, settings | {"max_frames": args.max_frames, "model_seed": args.model_seed, "lfcc": model.lfcc_options}
 

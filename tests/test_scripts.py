@@ -158,6 +158,9 @@ def test_quality_rawnet2_reuses_the_baseline_only_when_made_on_the_same_train_an
         quality.rawnet2_baselines, "main", lambda argv: fitted.append(argv) or {"results": {"lfcc_gmm": "new"}}
     )
     assert quality.baseline_figures(data) == "cached" and not fitted
+    cache.write_text(cache.read_text().replace('"lfcc_gmm"', '"lfcc_mlp"'))  # another countermeasure's report
+    assert quality.baseline_figures(data) == "new" and len(fitted) == 1
+    fitted.clear()
     other = quality.data_settings(["model=rawnet2", "data.train_attacks=[A01,A02]", f"paths.data_dir={tmp_path}"])
     assert quality.baseline_figures(other) == "new"  # another train split: fitted again, on that split
     argv = fitted[0]

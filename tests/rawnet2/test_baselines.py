@@ -219,7 +219,9 @@ def test_script_fits_on_the_corpus_it_is_given(tmp_path):
 def test_script_scores_with_the_perceptron_into_its_own_report(tmp_path):
     script = _script()
     assert script.parse_args(["--model", "lfcc_mlp"]).out == script.MLP_OUT != script.DEFAULT_OUT
-    assert script.parse_args([]).out == script.DEFAULT_OUT
+    assert script.parse_args([]).out == script.DEFAULT_OUT and script.parse_args([]).n_components == 128
+    with pytest.raises(SystemExit):  # argparse's error: --n-components is an option of --model lfcc_gmm
+        script.parse_args(["--model", "lfcc_mlp", "--n-components", "4"])
     args = ["--data-dir", str(tmp_path / "data"), "--num-train", "20", "--num-test", "20", "--seed", "1"]
     args += ["--model", "lfcc_mlp", "--hidden", "8", "--max-epochs", "5", "--out", str(tmp_path / "mlp.json")]
     report = script.main(args)
