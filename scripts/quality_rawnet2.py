@@ -3,6 +3,7 @@
     python scripts/quality_rawnet2.py [hydra overrides ...]         (what `make quality` runs: model=rawnet2)
     python scripts/quality_rawnet2.py model=rawnet2_lite            (the compact network)
     python scripts/quality_rawnet2.py model=rawnet2_ocsoftmax       (one-class training, OC-softmax)
+    python scripts/quality_rawnet2.py model=rawnet2_logband         (log band energies, steps averaged)
 
 Trains `model=rawnet2` (plus the overrides) through train.py exactly as a user would, reads the run's metrics.json,
 and compares the test split of `data=spoof_synth` with the classic countermeasure, LFCC + two GMMs, fitted on the

@@ -8,6 +8,7 @@ never saturates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -22,6 +23,9 @@ FAMILY = "rawnet2"
 SPOOF, BONAFIDE = 0, 1
 CLASS_NAMES = ("spoof", "bonafide")
 HEADS = ("linear", "one_class")
+FRONT_ENDS = ("abs_pool", "log_energy")
+READOUTS = ("last", "mean")
+LOG_FLOOR = 1e-10  # floor of the band energies before the log: digital silence stays finite (as LFCC's)
 
 
 def classifier_head(head: str, in_features: int, num_classes: int, scale: float, centre: float) -> nn.Module:
@@ -39,6 +43,17 @@ def classifier_head(head: str, in_features: int, num_classes: int, scale: float,
 def bonafide_score(logits: Tensor) -> Tensor:
     """Detection score from (b, 2) logits: log P(bona fide) − log P(spoof), (b,). Higher means bona fide."""
     return logits[:, BONAFIDE] - logits[:, SPOOF]
+
+
+def log_band_energies(bands: Tensor, frame_length: int, frame_shift: int) -> Tensor:
+    """Log mean power of each band per frame: (b, c, t) -> (b, c, 1 + (t − frame_length) // frame_shift).
+
+    With band-pass filtered audio as input this is a log filterbank energy (what LFCC or log-mel features hold before
+    their DCT), a smooth envelope in which a gain or a level difference between bands is an additive offset, where
+    the reference's |·| and max-pool keep a rectified waveform on a linear scale.
+    """
+    power = F.avg_pool1d(bands.square(), frame_length, frame_shift)  # (b, c, frames)
+    return torch.log(power.clamp_min(LOG_FLOOR))
 
 
 def _as_waveforms(x: Tensor) -> Tensor:
@@ -68,7 +83,7 @@ class FeatureMapScaling(nn.Module):
 
 class RawNet2Block(nn.Module):
     """Residual block of the reference: conv3 -> BN -> LeakyReLU(0.3) -> conv3, 1×1 conv on the skip when the width
-    changes, sum, max-pool 3; (b, c_in, t) -> (b, c_out, t // 3).
+    changes, sum, max-pool 3 (`pool`; 1 keeps every frame); (b, c_in, t) -> (b, c_out, t // pool).
 
     `legacy_preact_bn` reproduces the reference's pre-activation ``bn1`` (every block but the first): it is computed
     (its running statistics move) and its output discarded, because the reference passes the block's input, not the
@@ -76,8 +91,12 @@ class RawNet2Block(nn.Module):
     reference's checkpoints, whose state dicts hold those tensors.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, first: bool, legacy_preact_bn: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, first: bool, legacy_preact_bn: bool = False, pool: int = 3
+    ) -> None:
         super().__init__()
+        if pool < 1:
+            raise ValueError(f"pool={pool}: need >= 1")
         self.bn1 = nn.BatchNorm1d(in_channels) if legacy_preact_bn and not first else None
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
         self.bn2 = nn.BatchNorm1d(out_channels)
@@ -85,7 +104,7 @@ class RawNet2Block(nn.Module):
         self.conv_downsample = (
             nn.Conv1d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
         )
-        self.pool = nn.MaxPool1d(3)
+        self.pool = nn.MaxPool1d(pool) if pool > 1 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bn1 is not None:
@@ -93,7 +112,7 @@ class RawNet2Block(nn.Module):
         out = F.leaky_relu(self.bn2(self.conv1(x)), 0.3)  # (b, c_out, t)
         out = self.conv2(out)  # (b, c_out, t)
         skip = x if self.conv_downsample is None else self.conv_downsample(x)  # (b, c_out, t)
-        return self.pool(out + skip)  # (b, c_out, t // 3)
+        return self.pool(out + skip)  # (b, c_out, t // pool)
 
 
 class RawNet2(nn.Module):
@@ -118,6 +137,14 @@ class RawNet2(nn.Module):
         head: the last layer, ``linear`` (the reference) or ``one_class`` (cosine to one bona fide direction,
             `OneClassCosineHead`; in place of FC 2, on the FC 1 embedding).
         head_scale, head_centre: the ``one_class`` head's log-odds ``head_scale · (cos − head_centre)``.
+        front_end: what follows the sinc filters: ``abs_pool`` (the reference: |·|, max-pool 3) or ``log_energy``
+            (`log_band_energies`: log mean power per `frame_length`-sample frame every `frame_shift` samples).
+        frame_length, frame_shift: the ``log_energy`` frames, in samples (320 and 160 = 20 ms every 10 ms at
+            16 kHz, LFCC's framing).
+        block_pool: max-pool of each residual block, one size for all or one per block (3 = the reference).
+        readout: what the FC layers read, ``last`` (the reference: the GRU's last step, which can decide on a few
+            frames) or ``mean`` (the GRU's steps averaged; with the linear head that is the mean of per-step logits,
+            so every part of the clip counts, as in the LFCC baselines' mean frame score).
     """
 
     def __init__(
@@ -136,17 +163,34 @@ class RawNet2(nn.Module):
         head: str = "linear",
         head_scale: float = 20.0,
         head_centre: float = 0.55,
+        front_end: str = "abs_pool",
+        frame_length: int = 320,
+        frame_shift: int = 160,
+        block_pool: int | Sequence[int] = 3,
+        readout: str = "last",
     ) -> None:
         super().__init__()
         if not block_channels:
             raise ValueError("block_channels: need at least one residual block")
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end={front_end!r}: expected one of {'|'.join(FRONT_ENDS)}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout={readout!r}: expected one of {'|'.join(READOUTS)}")
+        if frame_length < 1 or frame_shift < 1:
+            raise ValueError(f"frame_length={frame_length}, frame_shift={frame_shift}: need >= 1")
+        pools = [block_pool] * len(block_channels) if isinstance(block_pool, int) else [int(p) for p in block_pool]
+        if len(pools) != len(block_channels):
+            raise ValueError(f"block_pool={list(pools)}: need one size or one per block ({len(block_channels)})")
+        self.front_end, self.readout = front_end, readout
+        self.frame_length, self.frame_shift = frame_length, frame_shift
         self.sinc = SincFilterbank(sinc_channels, sinc_kernel, sample_rate, learnable=sinc_learnable, scale=sinc_scale)
         self.first_bn = nn.BatchNorm1d(sinc_channels)
         widths = [sinc_channels, *block_channels]
         self.blocks = nn.ModuleList(
-            RawNet2Block(c_in, c_out, first=i == 0, legacy_preact_bn=legacy_preact_bn)
-            for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True))
+            RawNet2Block(c_in, c_out, first=i == 0, legacy_preact_bn=legacy_preact_bn, pool=pool)
+            for i, (c_in, c_out, pool) in enumerate(zip(widths[:-1], widths[1:], pools, strict=True))
         )
+        self.pools = tuple(pools)
         self.fms = nn.ModuleList(FeatureMapScaling(c) for c in block_channels)
         self.bn_before_gru = nn.BatchNorm1d(widths[-1])
         self.gru = nn.GRU(widths[-1], gru_hidden, num_layers=gru_layers, batch_first=True)
@@ -156,21 +200,27 @@ class RawNet2(nn.Module):
     @property
     def min_samples(self) -> int:
         """Shortest input that leaves at least one frame for the GRU."""
-        return self.sinc.kernel_size - 1 + 3 ** (1 + len(self.blocks))
+        frames = math.prod(self.pools)  # front-end frames the blocks need for one
+        if self.front_end == "abs_pool":
+            return self.sinc.kernel_size - 1 + 3 * frames
+        return self.sinc.kernel_size - 1 + self.frame_length + (frames - 1) * self.frame_shift
 
     def forward(self, x: Tensor) -> Tensor:
         x = _as_waveforms(x)  # (b, 1, t)
         if x.shape[-1] < self.min_samples:
             raise ValueError(f"RawNet2 needs at least {self.min_samples} samples per clip, got {x.shape[-1]}")
         x = self.sinc(x)  # (b, c0, t − k + 1)
-        x = F.max_pool1d(x.abs(), 3)  # (b, c0, t1)
+        if self.front_end == "abs_pool":
+            x = F.max_pool1d(x.abs(), 3)  # (b, c0, t1 = (t − k + 1) // 3)
+        else:
+            x = log_band_energies(x, self.frame_length, self.frame_shift)  # (b, c0, t1 = frames of 10 ms)
         x = F.selu(self.first_bn(x))
         for block, fms in zip(self.blocks, self.fms, strict=True):
-            x = fms(block(x))  # (b, c_i, t_i / 3)
+            x = fms(block(x))  # (b, c_i, t_i / pool_i)
         x = F.selu(self.bn_before_gru(x))  # (b, c, frames)
         x, _ = self.gru(x.transpose(1, 2))  # (b, frames, h)
-        x = self.fc1(x[:, -1])  # (b, fc): the last step summarises the clip
-        return self.fc2(x)  # (b, classes) logits
+        x = x[:, -1] if self.readout == "last" else x.mean(dim=1)  # (b, h): the last step, or all steps averaged
+        return self.fc2(self.fc1(x))  # (b, fc) -> (b, classes) logits
 
 
 # The reference implementation's module names (Tak et al.'s `model.py`) -> ours, for loading its checkpoints.
@@ -271,6 +321,18 @@ class RawNet2Lite(nn.Module):
 
 register_variant("rawnet2", RawNet2, FAMILY)
 register_variant("rawnet2_lite", RawNet2Lite, FAMILY)
+# RawNet2 on log band energies: the LFCC baselines' view of the signal (20 linear bands, log power every 10 ms)
+# through the reference's residual blocks, FMS and GRU; the blocks pool only at the end (frames of a
+# 64,600-sample clip: 396 -> 44 for the GRU), and the clip score is the mean over the GRU's steps
+register_variant(
+    "rawnet2_logband",
+    RawNet2,
+    FAMILY,
+    sinc_scale="linear",
+    front_end="log_energy",
+    block_pool=(1, 1, 1, 1, 3, 3),
+    readout="mean",
+)
 # a few thousand parameters and 64-tap filters: for tests and smoke runs on clips of ~0.3 s
 register_variant(
     "rawnet2_tiny",

@@ -173,3 +173,21 @@ def test_margin_loss_hand_computed() -> None:
     torch.testing.assert_close(module.loss(logits, labels), torch.tensor(expected, dtype=torch.float32))
     with pytest.raises(ValueError, match="logit_margin"):
         RawNet2Module(arch="rawnet2_tiny", logit_margin=-1.0)
+
+
+def test_logband_recipe_composes_and_a_tiny_log_energy_network_trains_and_exports(tmp_path) -> None:
+    """model=rawnet2_logband names the variant; its front end and mean read-out survive training and export."""
+    cfg = compose_config(["model=rawnet2_logband"], output_dir=tmp_path / "composed", root_dir=tmp_path)
+    assert cfg.model.arch == "rawnet2_logband" and cfg.model.lr == pytest.approx(1e-4)  # the reference recipe
+    options = {"front_end": "log_energy", "frame_length": 160, "frame_shift": 80, "block_pool": "[1,1,3,3]"}
+    overrides = [f"+model.arch_kwargs.{key}={value}" for key, value in {**options, "readout": "mean"}.items()]
+    summary = train(spoof_cfg(tmp_path, *overrides))
+    assert "test/eer_unseen" in summary["test"]
+    module, _, _ = load_detector(summary["best_checkpoint"])
+    assert module.net.front_end == "log_energy" and module.net.readout == "mean"
+    x = 0.1 * torch.randn(3, 4_000)
+    with torch.inference_mode():
+        scores = module.score(x)
+    scripted = torch.jit.load(str(export_torchscript(summary["best_checkpoint"], tmp_path / "detector.pt")))
+    with torch.inference_mode():
+        torch.testing.assert_close(scripted(x), scores, atol=1e-4, rtol=0)

@@ -1,4 +1,5 @@
-"""RawNet2 networks: the reference's parameter count and shapes, FMS, gradients, the compact variant's skips."""
+"""RawNet2 networks: the reference's parameter count and shapes, FMS, gradients, the compact variant's skips, the
+log-band-energy front end and the mean read-out."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from abr_lab.rawnet2.network import (
     RawNet2Lite,
     bonafide_score,
     convert_reference_state_dict,
+    log_band_energies,
 )
 from abr_lab.registry import create_model
 
@@ -160,3 +162,80 @@ def test_one_class_head_replaces_the_last_layer(arch: str) -> None:
         create_model(arch, head="cosine")
     with pytest.raises(ValueError, match="num_classes=3"):
         create_model(arch, head="one_class", num_classes=3)
+
+
+def test_log_band_energies_hand_computed() -> None:
+    # band 0: constant 2 (power 4); band 1: alternating ±3 (power 9); band 2: silence (floored, finite)
+    t = torch.arange(10)
+    bands = torch.stack([torch.full((10,), 2.0), 3.0 * (-1.0) ** t, torch.zeros(10)])[None]  # (1, 3, 10)
+    out = log_band_energies(bands, frame_length=4, frame_shift=2)
+    assert out.shape == (1, 3, 1 + (10 - 4) // 2)
+    torch.testing.assert_close(out[0, 0], torch.full((4,), float(torch.log(torch.tensor(4.0)))))
+    torch.testing.assert_close(out[0, 1], torch.full((4,), float(torch.log(torch.tensor(9.0)))))
+    torch.testing.assert_close(out[0, 2], torch.full((4,), float(torch.log(torch.tensor(1e-10)))))
+    # a gain is an additive offset of the log energies, the same in every band and frame
+    louder = log_band_energies(10 * bands[:, :2], frame_length=4, frame_shift=2)
+    torch.testing.assert_close(louder, out[:, :2] + 2 * torch.log(torch.tensor(10.0)))
+
+
+def test_logband_variant_shapes_and_shortest_input() -> None:
+    net = create_model("rawnet2_logband").eval()
+    assert count(net) == REFERENCE_PARAMETERS - LEGACY_BN_PARAMETERS  # the same layers, another front end
+    assert net.sinc.scale == "linear" and net.pools == (1, 1, 1, 1, 3, 3)
+    frames = []
+    net.gru.register_forward_hook(lambda module, inputs, output: frames.append(output[0].shape[1]))
+    with torch.no_grad():
+        assert net(torch.randn(2, 64_600)).shape == (2, 2)
+        # 63,576 filtered samples -> 1 + (63,576 − 320) // 160 = 396 frames of 10 ms -> /3 /3: 44 GRU steps
+        assert frames == [(1 + (64_600 - 1_024 - 320) // 160) // 9] == [44]
+        assert net(torch.randn(1, net.min_samples)).shape == (1, 2)
+        with pytest.raises(ValueError, match=f"at least {net.min_samples}"):
+            net(torch.randn(1, net.min_samples - 1))
+
+
+def test_reference_shortest_input_is_exact() -> None:
+    net = create_model("rawnet2_tiny").eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, net.min_samples)).shape == (1, 2)
+        with pytest.raises(ValueError, match="at least"):
+            net(torch.randn(1, net.min_samples - 1))
+
+
+def test_mean_readout_is_the_mean_of_per_step_logits() -> None:
+    net = create_model("rawnet2_tiny", readout="mean").eval()
+    steps = []
+    net.gru.register_forward_hook(lambda module, inputs, output: steps.append(output[0]))
+    with torch.no_grad():
+        logits = net(torch.randn(3, 4_000))
+        per_step = net.fc2(net.fc1(steps[0]))  # (b, frames, 2)
+    assert steps[0].shape[1] > 1
+    torch.testing.assert_close(logits, per_step.mean(dim=1))
+    # the reference reads the last step only
+    last = create_model("rawnet2_tiny").eval()
+    last.load_state_dict(net.state_dict())
+    steps.clear()
+    last.gru.register_forward_hook(lambda module, inputs, output: steps.append(output[0]))
+    with torch.no_grad():
+        x = torch.randn(3, 4_000)
+        torch.testing.assert_close(last(x), last.fc2(last.fc1(steps[0][:, -1])))
+
+
+def test_logband_every_parameter_gets_a_gradient() -> None:
+    net = create_model("rawnet2_tiny", front_end="log_energy", block_pool=(1, 1, 3, 3), readout="mean")
+    net(torch.randn(4, 6_000)).sum().backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().sum() == 0] == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"front_end": "mel"}, "front_end='mel'"),
+        ({"readout": "max"}, "readout='max'"),
+        ({"block_pool": (3, 3)}, "one per block"),
+        ({"block_pool": 0}, "pool=0"),
+        ({"frame_shift": 0}, "frame_shift=0"),
+    ],
+)
+def test_bad_front_end_options_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model("rawnet2_tiny", **kwargs)
