@@ -180,11 +180,11 @@ def test_logband_recipe_composes_and_a_tiny_log_energy_network_trains_and_export
     cfg = compose_config(["model=rawnet2_logband"], output_dir=tmp_path / "composed", root_dir=tmp_path)
     assert cfg.model.arch == "rawnet2_logband" and cfg.model.lr == pytest.approx(1e-4)  # the reference recipe
     options = {"front_end": "log_energy", "frame_length": 160, "frame_shift": 80, "block_pool": "[1,1,3,3]"}
-    overrides = [f"+model.arch_kwargs.{key}={value}" for key, value in {**options, "readout": "mean"}.items()]
-    summary = train(spoof_cfg(tmp_path, *overrides))
+    options["readout"] = "mean"
+    summary = train(spoof_cfg(tmp_path, *(f"+model.arch_kwargs.{key}={value}" for key, value in options.items())))
     assert "test/eer_unseen" in summary["test"]
-    module, _, _ = load_detector(summary["best_checkpoint"])
-    assert module.net.front_end == "log_energy" and module.net.readout == "mean"
+    module, _, _ = load_detector(summary["best_checkpoint"])  # rebuilt from the checkpoint's hyperparameters
+    assert (module.net.front_end, module.net.readout, module.net.pools) == ("log_energy", "mean", (1, 1, 3, 3))
     x = 0.1 * torch.randn(3, 4_000)
     with torch.inference_mode():
         scores = module.score(x)
