@@ -3,6 +3,7 @@
 
     cfg = checkpoint_config("outputs/.../checkpoints/epoch004.ckpt", ["data.batch_size=64"])
     module = load_module("outputs/.../checkpoints/epoch004.ckpt", cfg)
+    average_checkpoints([".../epoch009.ckpt", ".../epoch010.ckpt", ".../epoch011.ckpt"], ".../mean_009-011.ckpt")
 
 Paths in the stored config are those of the training run (resolved, absolute): on another machine override them
 (``data.data_dir=...``, ``data.root=...``).
@@ -20,6 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError
+
+from abr_lab.atomic import atomic_path
 
 CONFIG_KEY = "abr_lab_config"
 
@@ -113,3 +116,52 @@ def run_dir_of(path: str | Path) -> Path:
     """The run directory a checkpoint belongs to (the parent of its ``checkpoints/`` folder)."""
     path = Path(path).resolve()
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+# Left out of an averaged checkpoint: the training state of one point of training (optimizer, schedulers, loops,
+# callbacks) and an EMA callback's raw weights, which belong to none of the average. Without them Lightning refuses
+# to resume from the file; evaluating, predicting and exporting need only the rest (weights, hyperparameters, the
+# DataModule's state, the run config).
+_NOT_AVERAGED = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "current_model_state", "averaging_state")
+
+
+def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Write the checkpoint whose weights are the mean of `paths`' weights (checkpoint averaging, SWA after the fact).
+
+    Averaging the weights of the last epochs of one run smooths the epoch-to-epoch swings of a metric the
+    validation split does not show (RawNet2 on unseen attacks). Floating-point tensors are averaged (BatchNorm
+    running statistics included); integer ones (``num_batches_tracked``) come from the last file, as do the config,
+    the hyperparameters and the counters. The files must come from the same network: a missing key or a shape that
+    differs is an error naming the file and the key. Written atomically; returns the new checkpoint, which records
+    its sources under ``averaged_from`` and can be evaluated, predicted with and exported, not resumed.
+    """
+    if len(paths) < 2:
+        raise ValueError(f"average_checkpoints needs at least two checkpoints, got {len(paths)}")
+    checkpoints = [read_checkpoint(path) for path in paths]
+    reference, reference_path = checkpoints[-1]["state_dict"], paths[-1]
+    mean: dict[str, torch.Tensor] = {}
+    for key, last in reference.items():
+        tensors = []
+        for path, ckpt in zip(paths, checkpoints, strict=True):
+            tensor = ckpt["state_dict"].get(key)
+            if tensor is None or tensor.shape != last.shape:
+                found = "no such key" if tensor is None else f"shape {tuple(tensor.shape)}"
+                raise ValueError(
+                    f"{path}: state_dict key {key!r} does not match {reference_path} ({found}, "
+                    f"expected {tuple(last.shape)}): the checkpoints are not of one network"
+                )
+            tensors.append(tensor)
+        if last.is_floating_point():
+            mean[key] = torch.stack([t.to(torch.float64) for t in tensors]).mean(0).to(last.dtype)
+        else:
+            mean[key] = last.clone()
+    for path, ckpt in zip(paths, checkpoints, strict=True):
+        extra = set(ckpt["state_dict"]) - set(reference)
+        if extra:
+            raise ValueError(f"{path}: state_dict key {sorted(extra)[0]!r} is not in {reference_path}")
+    averaged = {key: value for key, value in checkpoints[-1].items() if key not in _NOT_AVERAGED}
+    averaged["state_dict"] = mean
+    averaged["averaged_from"] = [str(Path(path).resolve()) for path in paths]
+    with atomic_path(out) as tmp:
+        torch.save(averaged, tmp)
+    return averaged

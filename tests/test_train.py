@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hydra
+import lightning as L
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -84,6 +86,29 @@ def test_last_checkpoint_is_the_final_epoch_even_without_improvement(tiny_cfg, t
     assert Path(summary["best_checkpoint"]).name == "epoch000.ckpt"
     assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
     assert summary["epochs"] == 3 and summary["best_score"] is not None
+
+
+def test_ema_callbacks_validate_checkpoint_and_resume_the_averaged_weights(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("callbacks=ema", "callbacks.ema.decay=0.9", "trainer.max_epochs=2")
+    summary = train(cfg)
+    ckpt = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert averaged.keys() == raw.keys()
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw)  # the checkpoint holds the average, not the raw
+
+    # the monitored score is the averaged weights' own: validating the checkpoint again gives it back
+    model = LSTMExtractorModule.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (score,) = trainer.validate(model, datamodule=datamodule, verbose=False)
+    assert score[cfg.monitor.metric] == pytest.approx(summary["best_score"], rel=1e-5)
+
+    # resuming restores the raw weights to train on and the average beside them
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    resumed = train(
+        tiny_cfg("callbacks=ema", "callbacks.ema.decay=0.9", "trainer.max_epochs=3", f"ckpt_path={last}", run="more")
+    )
+    assert resumed["epochs"] == 3 and resumed["global_step"] == summary["global_step"] * 3 // 2
 
 
 def _cli(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
