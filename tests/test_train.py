@@ -103,7 +103,7 @@ def test_ema_callbacks_validate_checkpoint_and_resume_the_averaged_weights(tiny_
     (score,) = trainer.validate(model, datamodule=datamodule, verbose=False)
     assert score[cfg.monitor.metric] == pytest.approx(summary["best_score"], rel=1e-5)
 
-    # resuming restores the raw weights to train on and the average beside them
+    # a run resumed with the callback loads both weight sets and its state, and goes on at the next epoch
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     resumed = train(
         tiny_cfg("callbacks=ema", "callbacks.ema.decay=0.9", "trainer.max_epochs=3", f"ckpt_path={last}", run="more")
