@@ -118,11 +118,29 @@ def run_dir_of(path: str | Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-# Left out of an averaged checkpoint: the training state of one point of training (optimizer, schedulers, loops,
-# callbacks) and an EMA callback's raw weights, which belong to none of the average. Without them Lightning refuses
-# to resume from the file; evaluating, predicting and exporting need only the rest (weights, hyperparameters, the
-# DataModule's state, the run config).
-_NOT_AVERAGED = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "current_model_state", "averaging_state")
+# Left out of a checkpoint made from several (averaged, or an ensemble): the training state of one point of training
+# (optimizer, schedulers, loops, callbacks) and an EMA callback's raw weights, which belong to none of the result.
+# Without them Lightning refuses to resume from the file; evaluating, predicting and exporting need only the rest
+# (weights, hyperparameters, the DataModule's state, the run config).
+TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "current_model_state", "averaging_state")
+
+
+def check_one_network(paths: Sequence[str | Path], checkpoints: Sequence[dict[str, Any]], reference: int) -> None:
+    """Refuse `checkpoints` (read from `paths`) unless their weights have the keys and shapes of those of
+    ``paths[reference]``; the error names the file and the key that differ."""
+    expected, expected_path = checkpoints[reference]["state_dict"], paths[reference]
+    for path, ckpt in zip(paths, checkpoints, strict=True):
+        state = ckpt["state_dict"]
+        for key, tensor in expected.items():
+            if key not in state or state[key].shape != tensor.shape:
+                found = "no such key" if key not in state else f"shape {tuple(state[key].shape)}"
+                raise ValueError(
+                    f"{path}: state_dict key {key!r} does not match {expected_path} ({found}, "
+                    f"expected {tuple(tensor.shape)}): the checkpoints are not of one network"
+                )
+        extra = set(state) - set(expected)
+        if extra:
+            raise ValueError(f"{path}: state_dict key {sorted(extra)[0]!r} is not in {expected_path}")
 
 
 def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
@@ -138,28 +156,15 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[st
     if len(paths) < 2:
         raise ValueError(f"average_checkpoints needs at least two checkpoints, got {len(paths)}")
     checkpoints = [read_checkpoint(path) for path in paths]
-    reference, reference_path = checkpoints[-1]["state_dict"], paths[-1]
+    check_one_network(paths, checkpoints, reference=-1)
     mean: dict[str, torch.Tensor] = {}
-    for key, last in reference.items():
-        tensors = []
-        for path, ckpt in zip(paths, checkpoints, strict=True):
-            tensor = ckpt["state_dict"].get(key)
-            if tensor is None or tensor.shape != last.shape:
-                found = "no such key" if tensor is None else f"shape {tuple(tensor.shape)}"
-                raise ValueError(
-                    f"{path}: state_dict key {key!r} does not match {reference_path} ({found}, "
-                    f"expected {tuple(last.shape)}): the checkpoints are not of one network"
-                )
-            tensors.append(tensor)
+    for key, last in checkpoints[-1]["state_dict"].items():
+        tensors = [ckpt["state_dict"][key] for ckpt in checkpoints]
         if last.is_floating_point():
             mean[key] = torch.stack([t.to(torch.float64) for t in tensors]).mean(0).to(last.dtype)
         else:
             mean[key] = last.clone()
-    for path, ckpt in zip(paths, checkpoints, strict=True):
-        extra = set(ckpt["state_dict"]) - set(reference)
-        if extra:
-            raise ValueError(f"{path}: state_dict key {sorted(extra)[0]!r} is not in {reference_path}")
-    averaged = {key: value for key, value in checkpoints[-1].items() if key not in _NOT_AVERAGED}
+    averaged = {key: value for key, value in checkpoints[-1].items() if key not in TRAINING_STATE}
     averaged["state_dict"] = mean
     averaged["averaged_from"] = [str(Path(path).resolve()) for path in paths]
     with atomic_path(out) as tmp:

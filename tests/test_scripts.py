@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+from tests.conftest import TINY_SPOOF
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY_DATA = ["data.duration_s=2", "data.train_window_s=1", "data.num_train=2", "data.num_val=4", "data.num_test=4"]
@@ -166,6 +169,26 @@ def test_quality_rawnet2_reuses_the_baseline_only_when_made_on_the_same_train_an
     argv = fitted[0]
     assert argv[argv.index("--train-attacks") + 1 : argv.index("--test-attacks")] == ["A01", "A02"]
     assert "--num-train=2000" in argv and "--bonafide-fraction=0.2" in argv
+
+
+def test_quality_rawnet2_with_seeds_trains_each_and_reads_the_bar_on_their_fusion(tmp_path, monkeypatch, capsys):
+    quality = load("quality_rawnet2")
+    assert quality.parse_seeds(["model=x", "--seeds", "3,4", "seed=9"]) == ([3, 4], ["model=x", "seed=9"])
+    for bad in (["--seeds", "3"], ["--seeds=3,3"], ["--seeds", "a,b"]):
+        with pytest.raises(SystemExit, match="--seeds"):
+            quality.parse_seeds(bad)
+    monkeypatch.setattr(quality, "RUNS", tmp_path / "runs")
+    baseline = {"overall": {"eer": 0.5, "min_tdcf": 1.0}, "unseen": {"eer": 0.5, "min_tdcf": 1.0}}
+    baseline["per_attack"] = {attack: {"eer": 0.5} for attack in ("A01", "A02", "A05", "A06", "A07")}
+    monkeypatch.setattr(quality, "baseline_figures", lambda data: baseline)
+    tiny = [o for o in TINY_SPOOF if o != "model=rawnet2"] + [f"paths.data_dir={tmp_path / 'data'}"]
+    quality.main(["--seeds", "1,2", *tiny])
+    (run,) = (tmp_path / "runs").iterdir()
+    report = json.loads((run / "quality.json").read_text())
+    assert list(report["rows"]) == ["seed1", "seed2", "fused", "lfcc_gmm"] and report["seeds"] == [1, 2]
+    fused = torch.load(run / "fused.ckpt", map_location="cpu", weights_only=False)
+    assert [Path(p).parent.parent.name for p in fused["ensemble_of"]] == ["seed1", "seed2"]
+    assert "bar (fused)" in capsys.readouterr().out
 
 
 def test_quality_unet_verdicts_compare_with_the_bars_and_both_baselines() -> None:

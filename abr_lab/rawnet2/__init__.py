@@ -7,12 +7,13 @@ from abr_lab.rawnet2.datamodule import (
     SpoofSynthDataModule,
 )
 from abr_lab.rawnet2.module import RawNet2Module
-from abr_lab.rawnet2.network import RawNet2, RawNet2Lite, bonafide_score
+from abr_lab.rawnet2.network import RawNet2, RawNet2Ensemble, RawNet2Lite, bonafide_score
 
 __all__ = [
     "ASVspoof2019DataModule",
     "InTheWildDataModule",
     "RawNet2",
+    "RawNet2Ensemble",
     "RawNet2Lite",
     "RawNet2Module",
     "SpoofDataModule",

@@ -9,6 +9,7 @@ bar is set on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from abr_lab.metrics.mean import SplitMean
 from abr_lab.metrics.spoof import SpoofMetrics, det_figure
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.rawnet2 import network  # noqa: F401  (registers the variants)
-from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, bonafide_score
+from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, RawNet2Ensemble, bonafide_score
 from abr_lab.registry import compile_network, create_model
 
 Batch = dict[str, Tensor]
@@ -31,7 +32,9 @@ SCHEDULES = ("constant", "warmup_cosine")
 
 
 def lr_part(name: str) -> str:
-    """Which part of `LR_PARTS` a network parameter belongs to: the GRU, the FC head, or the front end before."""
+    """Which part of `LR_PARTS` a network parameter belongs to: the GRU, the FC head, or the front end before (in an
+    ensemble, the part of its member: ``members.3.gru.weight_ih_l0`` is ``gru``)."""
+    name = re.sub(r"^members\.\d+\.", "", name)
     if name.startswith("gru."):
         return "gru"
     if name.startswith(("fc1.", "fc2.")):
@@ -43,7 +46,9 @@ class RawNet2Module(L.LightningModule):
     """Trains a registered `rawnet2*` variant to tell bona fide audio (class 1) from spoofs (class 0).
 
     Args:
-        arch: registered variant (`abr_lab.registry.list_models("rawnet2")`).
+        arch: registered variant (`abr_lab.registry.list_models("rawnet2")`); ``rawnet2_ensemble`` averages the
+            logits of several networks of one variant (`RawNet2Ensemble`; ``arch_kwargs``: ``member``, ``size`` and
+            the member's overrides), each member trained on its own loss.
         arch_kwargs: overrides of the variant (e.g. ``{"sinc_learnable": true}``).
         lr: Adam learning rate (the reference: 1e-4, constant); the peak rate under ``warmup_cosine``.
         weight_decay: Adam's L2 penalty on the weight matrices (the reference: 1e-4; norms and biases are exempt).
@@ -125,12 +130,18 @@ class RawNet2Module(L.LightningModule):
         return margin_cross_entropy(logits.float(), labels, self.hparams.logit_margin, self.class_weights)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        logits = self.net(batch["audio"])  # (b, 2)
-        loss = self.loss(logits, batch["label"])
+        if isinstance(self.net, RawNet2Ensemble):
+            members = self.net.member_logits(batch["audio"])  # (m, b, 2)
+        else:
+            members = self.net(batch["audio"])[None]  # (1, b, 2)
+        # each member learns from its own loss, as if trained alone (a sum: with Adam's L2 weight decay a mean would
+        # weaken each member's data gradient against its decay); the ensemble's logits only for the accuracy
+        losses = torch.stack([self.loss(logits, batch["label"]) for logits in members])  # (m,)
+        logits = members.mean(dim=0)  # (b, 2)
         accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        self.log("train/loss", losses.mean(), prog_bar=True, batch_size=len(logits))
         self.log("train/accuracy", accuracy, batch_size=len(logits))
-        return loss
+        return losses.sum()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

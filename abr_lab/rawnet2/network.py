@@ -1,6 +1,7 @@
-"""RawNet2 networks: the ASVspoof 2021 baseline (`RawNet2`) and the seed's compact residual CNN (`RawNet2Lite`).
+"""RawNet2 networks: the ASVspoof 2021 baseline (`RawNet2`), the seed's compact residual CNN (`RawNet2Lite`), and
+an ensemble of either (`RawNet2Ensemble`, score-level fusion).
 
-Both map a batch of raw 16 kHz waveforms (b, t) to two logits (b, 2), class 0 = spoof, 1 = bona fide. Neither ends
+All map a batch of raw 16 kHz waveforms (b, t) to two logits (b, 2), class 0 = spoof, 1 = bona fide. Neither ends
 in a sigmoid or softmax: losses take logits, and the detection score is the log-odds of bona fide,
 ``logits[:, 1] − logits[:, 0]`` (`bonafide_score`), which ranks clips exactly as the reference's log-softmax does but
 never saturates.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ from torch import Tensor, nn
 
 from abr_lab.layers.cosine import OneClassCosineHead
 from abr_lab.layers.sinc import SincFilterbank
-from abr_lab.registry import register_variant
+from abr_lab.registry import create_model, register_variant
 
 FAMILY = "rawnet2"
 SPOOF, BONAFIDE = 0, 1
@@ -223,6 +225,40 @@ class RawNet2(nn.Module):
         return self.fc2(self.fc1(x))  # (b, fc) -> (b, classes) logits
 
 
+class RawNet2Ensemble(nn.Module):
+    """Several networks of one registered variant whose logits are averaged: score-level fusion, as ASVspoof
+    systems fuse their countermeasures.
+
+    Because the score is linear in the logits (`bonafide_score`), the ensemble's score is exactly the mean of the
+    members' scores. Members trained apart (another seed, other data) swing on different clips of attacks that
+    training never saw, so their mean is steadier than any one of them (the RawNet2 section of the README has the
+    figures). Combine trained checkpoints with `abr_lab.rawnet2.ensemble.ensemble_checkpoints`; trained from scratch
+    (``model.arch=rawnet2_ensemble``), each member learns from its own loss (`RawNet2Module.training_step`), a deep
+    ensemble in one run whose members differ by their initial weights.
+
+    Args:
+        member: the registered variant of every member (``rawnet2``, ``rawnet2_logband``, ...).
+        size: number of members (>= 2).
+        **member_kwargs: overrides of the variant, the same for every member.
+    """
+
+    def __init__(self, member: str = "rawnet2", size: int = 2, **member_kwargs: Any) -> None:
+        super().__init__()
+        if member == "rawnet2_ensemble":
+            raise ValueError("RawNet2Ensemble: member='rawnet2_ensemble': an ensemble of ensembles is one ensemble")
+        if size < 2:
+            raise ValueError(f"RawNet2Ensemble: size={size}: need at least two members")
+        self.member = member
+        self.members = nn.ModuleList(create_model(member, **member_kwargs) for _ in range(size))
+
+    def member_logits(self, x: Tensor) -> Tensor:
+        """(b, t) waveforms -> (m, b, 2): each member's logits."""
+        return torch.stack([net(x) for net in self.members])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.member_logits(x).mean(dim=0)  # (m, b, 2) -> (b, 2) logits
+
+
 # The reference implementation's module names (Tak et al.'s `model.py`) -> ours, for loading its checkpoints.
 _REFERENCE_PREFIXES: tuple[tuple[str, str], ...] = (
     *((f"block{i}.0.", f"blocks.{i}.") for i in range(16)),
@@ -321,6 +357,7 @@ class RawNet2Lite(nn.Module):
 
 register_variant("rawnet2", RawNet2, FAMILY)
 register_variant("rawnet2_lite", RawNet2Lite, FAMILY)
+register_variant("rawnet2_ensemble", RawNet2Ensemble, FAMILY)
 # RawNet2 on log band energies: the LFCC baselines' view of the signal (20 linear bands, log power every 10 ms)
 # through the reference's residual blocks, FMS and GRU; the blocks pool only at the end (frames of a
 # 64,600-sample clip: 396 -> 44 for the GRU), and the clip score is the mean over the GRU's steps
