@@ -125,6 +125,16 @@ def run_dir_of(path: str | Path) -> Path:
 TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "current_model_state", "averaging_state")
 
 
+def read_sources(paths: Sequence[str | Path], out: str | Path, caller: str) -> list[dict[str, Any]]:
+    """The checkpoints one new checkpoint at `out` is to be made from: at least two, and `out` none of them (the
+    result never replaces a source)."""
+    if len(paths) < 2:
+        raise ValueError(f"{caller} needs at least two checkpoints, got {len(paths)}")
+    if Path(out).resolve() in {Path(path).resolve() for path in paths}:
+        raise ValueError(f"{caller}: the output {out} is one of the inputs: write the result to a new file")
+    return [read_checkpoint(path) for path in paths]
+
+
 def check_one_network(paths: Sequence[str | Path], checkpoints: Sequence[dict[str, Any]], reference: int) -> None:
     """Refuse `checkpoints` (read from `paths`) unless their weights have the keys and shapes of those of
     ``paths[reference]``; the error names the file and the key that differ."""
@@ -153,9 +163,7 @@ def average_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[st
     differs is an error naming the file and the key. Written atomically; returns the new checkpoint, which records
     its sources under ``averaged_from`` and can be evaluated, predicted with and exported, not resumed.
     """
-    if len(paths) < 2:
-        raise ValueError(f"average_checkpoints needs at least two checkpoints, got {len(paths)}")
-    checkpoints = [read_checkpoint(path) for path in paths]
+    checkpoints = read_sources(paths, out, "average_checkpoints")
     check_one_network(paths, checkpoints, reference=-1)
     mean: dict[str, torch.Tensor] = {}
     for key, last in checkpoints[-1]["state_dict"].items():

@@ -55,10 +55,13 @@ def test_checkpoints_of_different_networks_are_refused_naming_file_and_key(tmp_p
         average_checkpoints([more, a], out)
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints([a], out)
+    last = _write(tmp_path / "last.ckpt", {"w": torch.ones(2, 3), "steps": torch.tensor(9)})
+    with pytest.raises(ValueError, match=r"output .*a\.ckpt is one of the inputs"):
+        average_checkpoints([a, last], a)  # the result never replaces a source
     assert not out.exists()  # nothing half-written
+    assert torch.equal(torch.load(a, weights_only=True)["state_dict"]["w"], torch.zeros(2, 3))
 
     # integer buffers (BatchNorm's num_batches_tracked) come from the last file, floats are averaged
-    last = _write(tmp_path / "last.ckpt", {"w": torch.ones(2, 3), "steps": torch.tensor(9)})
     state = average_checkpoints([a, last], out)["state_dict"]
     torch.testing.assert_close(state["w"], torch.full((2, 3), 0.5))
     assert state["steps"].item() == 9

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from abr_lab.atomic import atomic_path
-from abr_lab.checkpoint import CONFIG_KEY, TRAINING_STATE, check_one_network, read_checkpoint
+from abr_lab.checkpoint import CONFIG_KEY, TRAINING_STATE, check_one_network, read_sources
 
 ENSEMBLE_ARCH = "rawnet2_ensemble"
 NET_PREFIX = "net."
@@ -42,9 +42,7 @@ def ensemble_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[s
     file; so are files whose weights differ in a key or a shape (`abr_lab.checkpoint.check_one_network`). Written
     atomically; the sources are recorded under ``ensemble_of``. Returns the new checkpoint.
     """
-    if len(paths) < 2:
-        raise ValueError(f"ensemble_checkpoints needs at least two checkpoints, got {len(paths)}")
-    checkpoints = [read_checkpoint(path) for path in paths]
+    checkpoints = read_sources(paths, out, "ensemble_checkpoints")
     arch, arch_kwargs = _member_model(paths[0], checkpoints[0])
     for path, ckpt in zip(paths[1:], checkpoints[1:], strict=True):
         other = _member_model(path, ckpt)

@@ -121,6 +121,8 @@ def test_members_of_different_networks_are_refused_naming_the_file(members, tmp_
         ensemble_checkpoints([paths[0], relabelled], out)
     with pytest.raises(ValueError, match="at least two"):
         ensemble_checkpoints(paths[:1], out)
+    with pytest.raises(ValueError, match="is one of the inputs"):
+        ensemble_checkpoints(paths, paths[1])
     fused = ensemble_checkpoints(paths, tmp_path / "pair.ckpt")
     with pytest.raises(ValueError, match="already an ensemble"):
         ensemble_checkpoints([tmp_path / "pair.ckpt", paths[0]], out)
