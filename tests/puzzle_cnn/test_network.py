@@ -3,6 +3,7 @@ read-out, a peaked heatmap at init, and backbone weights from a local file."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
     centre_on_puzzle,
     correlate,
+    erode,
+    gaussian_blur,
+    luminance,
     make_templates,
     normalized_cross_correlation,
     peak_window,
@@ -55,6 +59,7 @@ def test_every_variant_follows_the_output_contract(name: str) -> None:
 
 
 def test_every_parameter_gets_a_gradient() -> None:
+    torch.manual_seed(0)  # the tiny size MLP (16 units) can start with every unit dead for 3 pieces: fix the draw
     net = create_model("puzzle_cnn_tiny")
     # zero-initialised tensors (the refinement's last conv, timm's last BN scale of each residual block) zero the
     # gradient of what feeds them at step 0: perturb them, so that a zero gradient below means a broken path
@@ -255,6 +260,76 @@ def test_silhouette_level_places_and_turns_a_jigsaw_piece_at_full_resolution() -
         assert (int(y), int(x)) == ((top + 12) // 2, (left + 12) // 2)  # the canvas centre's cell at stride 2
 
 
+def test_erode_takes_a_rim_of_the_given_width_off_the_mask() -> None:
+    mask = torch.zeros(1, 1, 9, 9)
+    mask[..., 1:8, 1:8] = 1.0  # a 7 x 7 square
+    assert erode(mask, 0) is mask
+    assert erode(mask, 1).sum() == 25 and erode(mask, 1)[0, 0, 2:7, 2:7].eq(1).all()  # 5 x 5 left
+    assert erode(mask, 3).sum() == 1 and erode(mask, 3)[0, 0, 4, 4] == 1
+    with pytest.raises(ValueError, match="pixels"):
+        erode(mask, -1)
+
+
+def test_gaussian_blur_is_a_normalised_gaussian_that_keeps_flat_images_and_the_dtype_floor() -> None:
+    impulse = torch.zeros(1, 2, 15, 15)
+    impulse[:, :, 7, 7] = 1.0
+    blurred = gaussian_blur(impulse, 1.0)
+    assert blurred.shape == impulse.shape and blurred.dtype == torch.float32
+    torch.testing.assert_close(blurred.sum(dim=(-2, -1)), torch.ones(1, 2))  # mass kept away from the edges
+    taps = torch.exp(-(torch.arange(-3, 4.0) ** 2) / 2)
+    expected = torch.outer(taps, taps) / taps.sum() ** 2  # the 3-sigma truncated Gaussian, normalised
+    torch.testing.assert_close(blurred[0, 0, 4:11, 4:11], expected)
+    flat = torch.full((1, 3, 6, 6), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 2.0), flat)  # replicated edges: a flat image stays flat
+    assert gaussian_blur(impulse, 0.0) is impulse
+    assert gaussian_blur(impulse.bfloat16(), 1.0).dtype == torch.float32
+    with pytest.raises(ValueError, match="sigma"):
+        gaussian_blur(impulse, -1.0)
+
+
+def level_peak(net: torch.nn.Module, piece: Tensor, puzzle: Tensor) -> tuple[float, tuple[int, int, int]]:
+    """The silhouette level's best score for one (3, s, s) piece on one (3, S, S) puzzle and its (r, y, x)."""
+    corr = net.silhouette_level(piece[None], puzzle[None], torch.zeros(1, dtype=torch.long))[0]  # (r, h, w)
+    return corr.max().item(), tuple(int(i) for i in torch.unravel_index(corr.argmax(), corr.shape))
+
+
+def test_luminance_matching_ignores_a_hue_change_that_moves_the_rgb_match() -> None:
+    # turning every colour about the grey axis (a pure hue change) keeps each pixel's channel mean
+    torch.manual_seed(8)
+    puzzle = F.interpolate(torch.randn(1, 3, 24, 24), size=96, mode="bilinear", align_corners=False)[0]
+    piece = jigsaw_piece(puzzle, 30, 40, 24, turns=2, background=0.5)
+    mask = silhouette(piece[None])[0]  # (1, s, s)
+    axis = torch.ones(3) / 3**0.5
+    cross = torch.tensor([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    angle = math.radians(60)
+    turn = torch.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross  # Rodrigues
+    recoloured = torch.where(mask.bool(), torch.einsum("ij,jhw->ihw", turn, piece), piece)
+    torch.testing.assert_close(luminance(recoloured), luminance(piece))
+    grey = create_model("puzzle_cnn_tiny", pixel_blur=0.0)  # an exact piece: no blur, so an exact match
+    rgb = create_model("puzzle_cnn_tiny", pixel_colour="rgb", pixel_blur=0.0)
+    expected = (2, (30 + 12) // 2, (40 + 12) // 2)  # (turns, canvas centre at stride 2)
+    score, where = level_peak(grey, recoloured, puzzle)
+    assert score > 0.99 and where == expected
+    assert level_peak(rgb, piece, puzzle)[0] > 0.99  # the untouched piece matches in colour too
+    assert level_peak(rgb, recoloured, puzzle)[0] < 0.9  # the hue change costs the rgb match
+
+
+def test_the_eroded_silhouette_ignores_background_bled_into_the_piece_rim() -> None:
+    # blur on a photographed piece mixes its outermost pixels with the canvas colour, which the puzzle never shows
+    torch.manual_seed(9)
+    puzzle = F.interpolate(torch.randn(1, 3, 24, 24), size=96, mode="bilinear", align_corners=False)[0]
+    piece = jigsaw_piece(puzzle, 50, 20, 24, turns=1, background=3.0)
+    mask = silhouette(piece[None])[0]  # (1, s, s)
+    rim = (mask - erode(mask[None], 1)[0]).bool()  # (1, s, s)
+    bled = torch.where(rim, (piece + 3.0) / 2, piece)  # the rim half background
+    kept, dropped = (
+        create_model("puzzle_cnn_tiny", pixel_erode=0, pixel_blur=0.0),
+        create_model("puzzle_cnn_tiny", pixel_blur=0.0),
+    )
+    assert level_peak(dropped, bled, puzzle)[0] > 0.99  # pixel_erode=1: the rim is left out, the rest is exact
+    assert level_peak(kept, bled, puzzle)[0] < 0.95
+
+
 def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() -> None:
     heatmap = torch.zeros(2, 4, 4, 8)
     heatmap[0, 0, 1, 5] = 50.0  # upright, row 1, col 5
@@ -372,6 +447,9 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"correlation": "pearson"}, "correlation"),
         ({"pixel_stride": 0}, "pixel_stride"),
         ({"pixel_match": "masked"}, "pixel_match"),
+        ({"pixel_erode": -1}, "pixel_erode"),
+        ({"pixel_colour": "hsv"}, "pixel_colour"),
+        ({"pixel_blur": -0.5}, "pixel_blur"),
         ({"rotation_readout": "argmax"}, "rotation_readout"),
     ],
 )
