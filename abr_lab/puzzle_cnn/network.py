@@ -165,7 +165,8 @@ def silhouette(canvas: Tensor) -> Tensor:
 
 def erode(mask: Tensor, pixels: int) -> Tensor:
     """(m, 1, s, s) masks in [0, 1] -> the same less a rim `pixels` wide (the minimum over each (2 pixels + 1)^2
-    square): the piece's outermost pixels, which blur and JPEG on the photographed piece mix with its background."""
+    square; beyond the canvas's edge counts as inside): the piece's outermost pixels, which blur and JPEG on the
+    photographed piece mix with its background. A flat canvas's all-piece mask (`silhouette`) stays whole."""
     if pixels < 0:
         raise ValueError(f"pixels must be >= 0, got {pixels}")
     return mask if pixels == 0 else -F.max_pool2d(-mask, 2 * pixels + 1, stride=1, padding=pixels)

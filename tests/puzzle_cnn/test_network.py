@@ -266,6 +266,8 @@ def test_erode_takes_a_rim_of_the_given_width_off_the_mask() -> None:
     assert erode(mask, 0) is mask
     assert erode(mask, 1).sum() == 25 and erode(mask, 1)[0, 0, 2:7, 2:7].eq(1).all()  # 5 x 5 left
     assert erode(mask, 3).sum() == 1 and erode(mask, 3)[0, 0, 4, 4] == 1
+    whole = torch.ones(1, 1, 6, 6)  # a flat canvas's mask: the canvas's edge is no rim
+    assert erode(whole, 2).eq(1).all()
     with pytest.raises(ValueError, match="pixels"):
         erode(mask, -1)
 
