@@ -18,8 +18,8 @@ import torch
 
 from abr_lab.atomic import atomic_path
 from abr_lab.checkpoint import CONFIG_KEY, TRAINING_STATE, check_one_network, read_sources
+from abr_lab.rawnet2.network import ENSEMBLE
 
-ENSEMBLE_ARCH = "rawnet2_ensemble"
 NET_PREFIX = "net."
 
 
@@ -28,7 +28,7 @@ def _member_model(path: str | Path, ckpt: dict[str, Any]) -> tuple[str, dict[str
     hparams = ckpt.get("hyper_parameters") or {}
     if "arch" not in hparams:
         raise ValueError(f"{path}: no 'arch' in its hyper_parameters: not a checkpoint of the RawNet2 family")
-    if hparams["arch"] == ENSEMBLE_ARCH:
+    if hparams["arch"] == ENSEMBLE:
         raise ValueError(f"{path} is already an ensemble: list its members' checkpoints instead")
     return hparams["arch"], dict(hparams.get("arch_kwargs") or {})
 
@@ -59,7 +59,7 @@ def ensemble_checkpoints(paths: Sequence[str | Path], out: str | Path) -> dict[s
                 state[f"{NET_PREFIX}members.{i}.{key.removeprefix(NET_PREFIX)}"] = tensor
             elif i == 0:
                 state[key] = tensor  # module buffers outside the network, if any
-    network = {"arch": ENSEMBLE_ARCH, "arch_kwargs": {"member": arch, "size": len(paths), **arch_kwargs}}
+    network = {"arch": ENSEMBLE, "arch_kwargs": {"member": arch, "size": len(paths), **arch_kwargs}}
     ensemble = {key: value for key, value in checkpoints[0].items() if key not in TRAINING_STATE}
     ensemble["state_dict"] = state
     ensemble["hyper_parameters"] = {**checkpoints[0]["hyper_parameters"], **network}

@@ -22,6 +22,7 @@ from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.registry import create_model, register_variant
 
 FAMILY = "rawnet2"
+ENSEMBLE = "rawnet2_ensemble"  # the registered name of `RawNet2Ensemble`
 SPOOF, BONAFIDE = 0, 1
 CLASS_NAMES = ("spoof", "bonafide")
 HEADS = ("linear", "one_class")
@@ -244,8 +245,8 @@ class RawNet2Ensemble(nn.Module):
 
     def __init__(self, member: str = "rawnet2", size: int = 2, **member_kwargs: Any) -> None:
         super().__init__()
-        if member == "rawnet2_ensemble":
-            raise ValueError("RawNet2Ensemble: member='rawnet2_ensemble': an ensemble of ensembles is one ensemble")
+        if member == ENSEMBLE:
+            raise ValueError(f"RawNet2Ensemble: member={ENSEMBLE!r}: an ensemble of ensembles is one ensemble")
         if size < 2:
             raise ValueError(f"RawNet2Ensemble: size={size}: need at least two members")
         self.member = member
@@ -357,7 +358,7 @@ class RawNet2Lite(nn.Module):
 
 register_variant("rawnet2", RawNet2, FAMILY)
 register_variant("rawnet2_lite", RawNet2Lite, FAMILY)
-register_variant("rawnet2_ensemble", RawNet2Ensemble, FAMILY)
+register_variant(ENSEMBLE, RawNet2Ensemble, FAMILY)
 # RawNet2 on log band energies: the LFCC baselines' view of the signal (20 linear bands, log power every 10 ms)
 # through the reference's residual blocks, FMS and GRU; the blocks pool only at the end (frames of a
 # 64,600-sample clip: 396 -> 44 for the GRU), and the clip score is the mean over the GRU's steps
