@@ -2,7 +2,8 @@
 
     python scripts/puzzle_baselines.py [hydra overrides ...] [--split val|test] [--limit N]
                                        [--scales 0.9 1.0 1.1] [--method ccoeff_normed|ccorr_normed]
-                                       [--untrained] [--out outputs/baselines/puzzle_baselines.json]
+                                       [--untrained] [--look-alikes]
+                                       [--out outputs/baselines/puzzle_baselines.json]
 
 The config is composed as ``train.py model=puzzle_cnn <overrides>`` would (default data: ``data=puzzle_photos``, the
 scikit-image photographs); overrides such as ``data.rows=4``, ``data.jigsaw=false``,
@@ -15,6 +16,12 @@ table and writes the figures as JSON.
 ``--untrained`` also scores the configured PuzzleCNN before any training (seed 0; the model's own validation or test
 loop on every piece of the split, ``--limit`` not applied): what its parameter-free pixel level and random features
 give on their own, the starting point of a training run.
+
+``--look-alikes`` also measures the split itself (`abr_lab.puzzle_cnn.ambiguity`): the share of pieces for which
+another place, or another turn, resembles the piece's clean pixels at least as closely as the photographed piece
+does (the split rendered a second time with ``data.photometric_strength=0``), and the pixel level's hits among the
+pieces with and without such a look-alike, with percentiles of how far the rival beats the piece's own score: how
+hard the split's photographs are, whatever the model.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from omegaconf import OmegaConf
 
 from abr_lab.atomic import atomic_write_text
 from abr_lab.config import compose_config
+from abr_lab.puzzle_cnn.ambiguity import LookAlikes, look_alikes, summarise
 from abr_lab.puzzle_cnn.baselines import METHODS, TemplateMatcher, evaluate_template_matching
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +65,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.9, 1.0, 1.1], help="template scales tried")
     parser.add_argument("--method", choices=tuple(METHODS), default="ccoeff_normed", help="OpenCV correlation")
     parser.add_argument("--untrained", action="store_true", help="also score the untrained PuzzleCNN (seed 0)")
+    parser.add_argument("--look-alikes", action="store_true", help="also count pieces with a look-alike place/turn")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_known_args(argv)
 
@@ -88,6 +97,22 @@ def untrained_figures(cfg: Any, dm: L.LightningDataModule, split: str) -> dict[s
     return {key: metrics[f"{split}/{key}"] for key in SCORES}
 
 
+def split_loader(cfg: Any, split: str) -> tuple[L.LightningDataModule, Any]:
+    """The configured DataModule, set up for `split`, and that split's loader."""
+    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup(STAGES[split])
+    return dm, dm.val_dataloader() if split == "val" else dm.test_dataloader()
+
+
+def look_alike_figures(cfg: Any, loader: Any, split: str) -> dict[str, Any]:
+    """`summarise` of every piece of the split, against the same split rendered without photometric changes."""
+    clean_cfg = OmegaConf.merge(cfg, {"data": {"photometric_strength": 0.0}})
+    _, clean_loader = split_loader(clean_cfg, split)
+    found = LookAlikes.cat(look_alikes(c, b) for c, b in zip(clean_loader, loader, strict=True))
+    return summarise(found)
+
+
 def main(argv: list[str]) -> dict[str, Any]:
     args, overrides = parse_args(argv)
     unknown = [o for o in overrides if o.startswith("--")]
@@ -96,10 +121,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     matcher = TemplateMatcher(scales=args.scales, method=args.method)
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_config(["model=puzzle_cnn", *overrides], output_dir=run_dir, root_dir=REPO)
-    dm = hydra.utils.instantiate(cfg.data, _convert_="all")
-    dm.prepare_data()
-    dm.setup(STAGES[args.split])
-    loader = dm.val_dataloader() if args.split == "val" else dm.test_dataloader()
+    dm, loader = split_loader(cfg, args.split)
 
     figures = evaluate_template_matching(loader, matcher, limit=args.limit)
     name = f"template_{args.method}"
@@ -112,6 +134,10 @@ def main(argv: list[str]) -> dict[str, Any]:
             "\nPuzzleCNN, untrained (seed 0): "
             + ", ".join(f"{k} {v:.3f}" for k, v in results["puzzle_cnn_untrained"].items())
         )
+    if args.look_alikes:
+        results["look_alikes"] = look_alike_figures(cfg, loader, args.split)
+        print(f"\nLook-alikes ({args.split} split, {results['look_alikes']['pieces']} pieces):")
+        print("\n".join(f"  {k:<40} {v:>8.3f}" for k, v in results["look_alikes"].items() if k != "pieces"))
     report = {
         "results": results,
         "split": args.split,

@@ -138,6 +138,18 @@ def test_puzzle_baselines_score_the_untrained_network_beside_template_matching(t
     assert again["results"]["puzzle_cnn_untrained"] == untrained
 
 
+def test_puzzle_baselines_count_look_alikes_against_the_split_rendered_without_changes(tmp_path):
+    argv = ["data.puzzle_size=64", "data.rows=2", "data.cols=2", "data.puzzles_per_image=2", "--limit", "1"]
+    report = load("puzzle_baselines").main(
+        [*argv, "--split", "test", "--look-alikes", "--out", str(tmp_path / "a.json")]
+    )
+    found = report["results"]["look_alikes"]
+    assert found["pieces"] == 16  # every piece of the split (--limit is template matching's): 2 photos x 2 x 4
+    for key in ("look_alike_place", "look_alike_turn", "pixel_placed", "pixel_turned"):
+        assert 0 <= found[key] <= 1
+    assert found["place_margin_q10"] <= found["place_margin_q25"] <= found["place_margin_q50"]
+
+
 def test_abr_data_stats_prints_the_readme_figures():
     figures = load("abr_data_stats").main(["data=abr_small"])
     patients, recordings = (int(x) for x in figures["patients / recordings"].split(" / "))

@@ -49,6 +49,7 @@ TAB_OFFSET = 0.6  # knob centre beyond the edge, in radii
 ASPECT_RANGE = (3 / 4, 4 / 3)  # crop width / height
 MAX_STRENGTH = 2.0  # photometric strength above this would ask for JPEG qualities below 5
 SCALE_JITTER = 0.1  # piece scale 1 +- SCALE_JITTER x strength
+JPEG_STEPS = 46  # JPEG qualities 95 - 45 x strength .. 95 (half of the pieces), see `jpeg_quality`
 
 
 @cache
@@ -282,6 +283,14 @@ def _cut(canvas: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
     return out
 
 
+def jpeg_quality(step: int, strength: float) -> int:
+    """JPEG quality of draw `step` in [0, JPEG_STEPS): 50 + step at strength 1, 95 at strength 0, 5 + 2 step at 2.
+    One draw whatever the strength (a draw whose range followed the strength would take a different number of
+    values from the generator and so change every later draw: a piece rendered at strength 0 must be the same cut,
+    turn and background as at strength 1, see `abr_lab.puzzle_cnn.ambiguity`)."""
+    return int(round(95 - (JPEG_STEPS - 1 - step) * strength))
+
+
 def photometric(image: np.ndarray, mask: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Brightness, contrast, hue, blur, noise and JPEG changes of the masked pixels of (h, w, 3) uint8, scaled by
     `strength` (0 = none, 1 = default). It draws the same values whatever the strength."""
@@ -290,7 +299,7 @@ def photometric(image: np.ndarray, mask: np.ndarray, strength: float, rng: np.ra
     hue = rng.uniform(-0.05, 0.05) * strength * 360.0  # degrees (float HSV)
     blur = rng.uniform(0.0, 1.0) * strength if rng.random() < 0.5 else 0.0
     noise = rng.uniform(0.0, 0.03) * strength
-    quality = int(rng.integers(max(1, round(95 - 45 * strength)), 96)) if rng.random() < 0.5 else 0
+    quality = jpeg_quality(int(rng.integers(JPEG_STEPS)), strength) if rng.random() < 0.5 else 0
     noise_rng = np.random.default_rng(int(rng.integers(2**63)))
     if strength == 0 or not mask.any():
         return image

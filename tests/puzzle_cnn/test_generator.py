@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from abr_lab.puzzle_cnn.generator import (
+    JPEG_STEPS,
     PHOTOS,
     Puzzle,
+    jpeg_quality,
     letterbox,
     letterbox_box,
     load_photo,
@@ -161,6 +163,26 @@ def test_photometric_changes_the_piece_only():
     changed = photometric(image, mask, 1.0, np.random.default_rng(3))
     np.testing.assert_array_equal(changed[~mask], image[~mask])
     assert (changed[mask] != image[mask]).any()
+
+
+def test_jpeg_quality_spans_the_strengths_range_from_one_draw():
+    assert [jpeg_quality(step, 1.0) for step in (0, 1, JPEG_STEPS - 1)] == [50, 51, 95]
+    assert {jpeg_quality(step, 0.0) for step in range(JPEG_STEPS)} == {95}
+    assert [jpeg_quality(step, 2.0) for step in (0, JPEG_STEPS - 1)] == [5, 95]
+
+
+def test_a_piece_without_photometric_changes_is_the_same_cut_turn_and_background():
+    # every strength takes the same draws, so strength 0 renders the clean twin of a strength-1 piece
+    image = load_photo("coffee")
+    twins = []
+    for strength in (0.0, 1.0):
+        rng = np.random.default_rng(11)
+        puzzle = make_puzzle(image, 96, 3, 3, True, 0.35, rng)
+        twins.append([render_piece(puzzle, r, c, 48, strength, rng) for r in range(3) for c in range(3)])
+    for clean, changed in zip(*twins, strict=True):
+        assert clean.rotation == changed.rotation and clean.cell == changed.cell
+        np.testing.assert_array_equal(clean.image[0, 0], changed.image[0, 0])  # the background colour
+    assert any((clean.image != changed.image).any() for clean, changed in zip(*twins, strict=True))
 
 
 def test_required_piece_size_holds_every_piece():

@@ -1,0 +1,144 @@
+"""How many pieces of a split have a look-alike, and how close it comes: a measure of the data, not of a model.
+
+A piece is a noisy copy of its cell: the photometric changes (brightness, contrast, hue, blur, noise, JPEG, scale)
+move it away from the puzzle's pixels there. Where the photo is flat (sky, fur, a blurred background) another place
+of the puzzle, or the same place at another turn, can resemble the piece's *clean* pixels more closely than the
+photographed piece resembles them. `look_alikes` measures that with the similarity PuzzleNet's pixel level uses
+(masked zero-mean NCC in luminance over the piece's silhouette less a 1-pixel rim, `silhouette_correlation`):
+
+- own: the photographed piece at its true turn against the (lightly blurred) puzzle, best where the cell's box
+  would score IoU >= 0.5 (what a right answer is);
+- place rival: the clean piece (same cut, turn and background, no photometric change or scale jitter) at any turn,
+  best where the box would score IoU < 0.5;
+- turn rival: the clean piece at a wrong turn, best where the box would score IoU >= 0.5.
+
+A piece has a look-alike place (turn) when its rival scores at least its own score: the photo changes moved the
+piece further from its cell than that rival is from it. This is no hard limit (the changed piece is not equally far
+from everything; on validation the pixel level still places 81 % of such pieces), but the margin own - rival says
+how deep the confusion goes, and a split's share and margins say how hard its photographs are, whatever the model.
+It also reports the pixel level on its own (the joint argmax of the photographed piece's map): placed at IoU >= 0.5,
+and turned right, so its misses can be split by look-alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from abr_lab.losses import box_iou
+from abr_lab.puzzle_cnn.network import (
+    erode,
+    gaussian_blur,
+    luminance,
+    rotation_hypotheses,
+    silhouette,
+    silhouette_correlation,
+)
+
+RIGHT_IOU = 0.5  # a box at IoU >= this with the cell is a right place (the metric's acc@0.5)
+CHUNK = 32  # pieces per correlation batch: 4 full-resolution maps each
+MARGIN_QUANTILES = (10, 25, 50)  # percentiles of own - place rival reported (how deep the look-alikes go)
+
+
+@dataclass
+class LookAlikes:
+    """Per piece, (n,) each: scores in [-1, 1] and bool outcomes (see the module docstring)."""
+
+    own: Tensor
+    place_rival: Tensor
+    turn_rival: Tensor
+    placed: Tensor  # the pixel level's argmax is at a right place
+    turned: Tensor  # its argmax is at the true turn (wherever it is)
+
+    @property
+    def look_alike_place(self) -> Tensor:
+        return self.place_rival >= self.own
+
+    @property
+    def look_alike_turn(self) -> Tensor:
+        return self.turn_rival >= self.own
+
+    @classmethod
+    def cat(cls, parts: Iterable[LookAlikes]) -> LookAlikes:
+        parts = list(parts)
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+
+def right_places(box: Tensor, size: int, piece_side: int) -> Tensor:
+    """(n, 4) normalised cell boxes -> (n, size, size) bool: the entries of a `silhouette_correlation` map (pieces
+    on canvases of side `piece_side`) where a box of the cell's size, centred on the window the entry compares, has
+    IoU >= `RIGHT_IOU` with the cell. Entry j aligns the canvas's pixel s // 2 with the puzzle's pixel j, so the
+    canvas's centre s / 2 falls on the puzzle's coordinate j (even s) or j + 0.5 (odd s)."""
+    centres = (torch.arange(size, dtype=box.dtype) + 0.5 * (piece_side % 2)) / size  # (size,)
+    half = (box[:, 2:] - box[:, :2]) / 2  # (n, 2) half width, half height
+    cx = centres[None, None, :].expand(len(box), size, size)  # (n, size, size): x of column j
+    cy = centres[None, :, None].expand(len(box), size, size)  # (n, size, size): y of row i
+    hw, hh = half[:, 0, None, None], half[:, 1, None, None]  # (n, 1, 1)
+    candidates = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=-1)  # (n, size, size, 4)
+    return box_iou(candidates, box[:, None, None, :].expand_as(candidates)) >= RIGHT_IOU
+
+
+def _maps(puzzle: Tensor, piece: Tensor, puzzle_index: Tensor, erode_pixels: int, blur: float) -> Tensor:
+    """(p, 3, S, S) puzzles, (n, 3, s, s) pieces -> (n, 4, S, S): the pixel level's luminance NCC maps."""
+    hypotheses = rotation_hypotheses(piece)  # (n r, 3, s, s)
+    masks = erode(silhouette(hypotheses), erode_pixels).unflatten(0, (len(piece), 4))  # (n, r, 1, s, s)
+    templates = luminance(hypotheses).unflatten(0, (len(piece), 4))  # (n, r, 1, s, s)
+    return silhouette_correlation(gaussian_blur(luminance(puzzle), blur), templates, masks, puzzle_index)
+
+
+def look_alikes(
+    clean: dict[str, Tensor], changed: dict[str, Tensor], erode_pixels: int = 1, blur: float = 0.5
+) -> LookAlikes:
+    """The same batch (the contract of `collate_puzzles`) rendered without and with the photometric changes ->
+    `LookAlikes` of its pieces. `erode_pixels` and `blur` are the pixel level's (`PuzzleNet`'s defaults)."""
+    for key in ("puzzle", "box", "rotation", "puzzle_index"):
+        if not torch.equal(clean[key], changed[key]):
+            raise ValueError(f"clean and changed batches differ in {key!r}: they must be one batch rendered twice")
+    size = clean["puzzle"].shape[-1]
+    parts = []
+    for part in torch.arange(len(clean["rotation"])).split(CHUNK):
+        index, turn = clean["puzzle_index"][part], clean["rotation"][part]  # (m,), (m,)
+        right = right_places(clean["box"][part].float(), size, clean["piece"].shape[-1])  # (m, S, S)
+        true_turn = torch.nn.functional.one_hot(turn, 4).bool()[:, :, None, None]  # (m, r, 1, 1)
+        own_map = _maps(changed["puzzle"], changed["piece"][part], index, erode_pixels, blur)  # (m, r, S, S)
+        clean_map = _maps(clean["puzzle"], clean["piece"][part], index, erode_pixels, 0.0)  # (m, r, S, S)
+        lowest = torch.tensor(-2.0)
+        own = torch.where(true_turn & right[:, None], own_map, lowest).flatten(1).amax(dim=1)  # (m,)
+        place_rival = torch.where(~right[:, None], clean_map, lowest).flatten(1).amax(dim=1)  # (m,)
+        turn_rival = torch.where(~true_turn & right[:, None], clean_map, lowest).flatten(1).amax(dim=1)  # (m,)
+        best = own_map.flatten(1).argmax(dim=1)  # (m,) over (r, y, x)
+        best_turn, best_pixel = best // (size * size), best % (size * size)
+        placed = right.flatten(1).gather(1, best_pixel[:, None]).squeeze(1)  # (m,)
+        parts.append(LookAlikes(own, place_rival, turn_rival, placed, best_turn == turn))
+    return LookAlikes.cat(parts)
+
+
+def summarise(found: LookAlikes) -> dict[str, Any]:
+    """Shares of pieces with a look-alike place / turn, the pixel level's hits among those with and without, and
+    percentiles of the margin own - place rival (below 0: a look-alike place)."""
+
+    def share(flags: Tensor, among: Tensor | None = None) -> float:
+        flags = flags if among is None else flags[among]
+        return float(flags.float().mean()) if flags.numel() else float("nan")
+
+    place, turn = found.look_alike_place, found.look_alike_turn
+    margin = found.own - found.place_rival  # (n,) < 0: a look-alike place
+    either = place | turn
+    return {
+        "pieces": len(found.own),
+        "look_alike_place": share(place),
+        "look_alike_turn": share(turn),
+        "look_alike_either": share(either),
+        "pixel_placed": share(found.placed),
+        "pixel_turned": share(found.turned),
+        "pixel_placed_without_look_alike_place": share(found.placed, ~place),
+        "pixel_placed_with_look_alike_place": share(found.placed, place),
+        "pixel_turned_without_look_alike": share(found.turned, ~either),
+        "pixel_turned_with_look_alike": share(found.turned, either),
+        "median_own": float(found.own.median()),
+        **{f"place_margin_q{q:02d}": float(margin.quantile(q / 100)) for q in MARGIN_QUANTILES},
+    }
