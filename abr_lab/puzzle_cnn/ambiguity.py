@@ -31,6 +31,8 @@ from torch import Tensor
 
 from abr_lab.losses import box_iou
 from abr_lab.puzzle_cnn.network import (
+    PIXEL_BLUR,
+    PIXEL_ERODE,
     erode,
     gaussian_blur,
     luminance,
@@ -91,10 +93,11 @@ def _maps(puzzle: Tensor, piece: Tensor, puzzle_index: Tensor, erode_pixels: int
 
 
 def look_alikes(
-    clean: dict[str, Tensor], changed: dict[str, Tensor], erode_pixels: int = 1, blur: float = 0.5
+    clean: dict[str, Tensor], changed: dict[str, Tensor], erode_pixels: int = PIXEL_ERODE, blur: float = PIXEL_BLUR
 ) -> LookAlikes:
     """The same batch (the contract of `collate_puzzles`) rendered without and with the photometric changes ->
-    `LookAlikes` of its pieces. `erode_pixels` and `blur` are the pixel level's (`PuzzleNet`'s defaults)."""
+    `LookAlikes` of its pieces. `erode_pixels` and `blur` are the pixel level's (`PuzzleNet`'s defaults);
+    it matches in luminance, as `PuzzleNet`'s default ``pixel_colour`` does."""
     for key in ("puzzle", "box", "rotation", "puzzle_index"):
         if not torch.equal(clean[key], changed[key]):
             raise ValueError(f"clean and changed batches differ in {key!r}: they must be one batch rendered twice")

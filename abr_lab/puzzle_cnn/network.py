@@ -57,6 +57,8 @@ PIXEL_MATCHES = ("silhouette", "crop")
 PIXEL_COLOURS = ("luminance", "rgb")
 ROTATION_READOUTS = ("marginal", "peak")
 SILHOUETTE_TOLERANCE = 1e-4  # a canvas pixel this close to the corner colour (normalised units) is background
+PIXEL_ERODE = 1  # default rim (px) the silhouette level leaves out of the piece's mask (`erode`)
+PIXEL_BLUR = 0.5  # default Gaussian sigma (px) of the puzzle at the silhouette level (`gaussian_blur`)
 FFT_CHUNK = 32  # templates per FFT batch in `silhouette_correlation` (~20 MB each at 512 px)
 
 
@@ -476,9 +478,9 @@ class PuzzleNet(nn.Module):
         correlation: str = "zncc",
         pixel_stride: int | None = 2,
         pixel_match: str = "silhouette",
-        pixel_erode: int = 1,
+        pixel_erode: int = PIXEL_ERODE,
         pixel_colour: str = "luminance",
-        pixel_blur: float = 0.5,
+        pixel_blur: float = PIXEL_BLUR,
         readout_radius: int | None = 2,
         rotation_readout: str = "peak",
         pretrained_path: str | None = None,
