@@ -4,7 +4,7 @@ A piece is a noisy copy of its cell: the photometric changes (brightness, contra
 move it away from the puzzle's pixels there. Where the photo is flat (sky, fur, a blurred background) another place
 of the puzzle, or the same place at another turn, can resemble the piece's *clean* pixels more closely than the
 photographed piece resembles them. `look_alikes` measures that with the similarity PuzzleNet's pixel level uses
-(masked zero-mean NCC in luminance over the piece's silhouette less a 1-pixel rim, `silhouette_correlation`):
+(masked zero-mean NCC in luminance over the piece's silhouette less a 1-pixel rim, `silhouette_maps`):
 
 - own: the photographed piece at its true turn against the (lightly blurred) puzzle, best where the cell's box
   would score IoU >= 0.5 (what a right answer is);
@@ -30,16 +30,7 @@ import torch
 from torch import Tensor
 
 from abr_lab.losses import box_iou
-from abr_lab.puzzle_cnn.network import (
-    PIXEL_BLUR,
-    PIXEL_ERODE,
-    erode,
-    gaussian_blur,
-    luminance,
-    rotation_hypotheses,
-    silhouette,
-    silhouette_correlation,
-)
+from abr_lab.puzzle_cnn.network import PIXEL_BLUR, PIXEL_ERODE, silhouette_maps
 
 RIGHT_IOU = 0.5  # a box at IoU >= this with the cell is a right place (the metric's acc@0.5)
 CHUNK = 32  # pieces per correlation batch: 4 full-resolution maps each
@@ -84,14 +75,6 @@ def right_places(box: Tensor, size: int, piece_side: int) -> Tensor:
     return box_iou(candidates, box[:, None, None, :].expand_as(candidates)) >= RIGHT_IOU
 
 
-def _maps(puzzle: Tensor, piece: Tensor, puzzle_index: Tensor, erode_pixels: int, blur: float) -> Tensor:
-    """(p, 3, S, S) puzzles, (n, 3, s, s) pieces -> (n, 4, S, S): the pixel level's luminance NCC maps."""
-    hypotheses = rotation_hypotheses(piece)  # (n r, 3, s, s)
-    masks = erode(silhouette(hypotheses), erode_pixels).unflatten(0, (len(piece), 4))  # (n, r, 1, s, s)
-    templates = luminance(hypotheses).unflatten(0, (len(piece), 4))  # (n, r, 1, s, s)
-    return silhouette_correlation(gaussian_blur(luminance(puzzle), blur), templates, masks, puzzle_index)
-
-
 def look_alikes(
     clean: dict[str, Tensor], changed: dict[str, Tensor], erode_pixels: int = PIXEL_ERODE, blur: float = PIXEL_BLUR
 ) -> LookAlikes:
@@ -107,8 +90,9 @@ def look_alikes(
         index, turn = clean["puzzle_index"][part], clean["rotation"][part]  # (m,), (m,)
         right = right_places(clean["box"][part].float(), size, clean["piece"].shape[-1])  # (m, S, S)
         true_turn = torch.nn.functional.one_hot(turn, 4).bool()[:, :, None, None]  # (m, r, 1, 1)
-        own_map = _maps(changed["puzzle"], changed["piece"][part], index, erode_pixels, blur)  # (m, r, S, S)
-        clean_map = _maps(clean["puzzle"], clean["piece"][part], index, erode_pixels, 0.0)  # (m, r, S, S)
+        # (m, r, S, S) each: the photographed piece against the blurred puzzle, its clean twin against the puzzle
+        own_map = silhouette_maps(changed["piece"][part], changed["puzzle"], index, erode_pixels, blur=blur)
+        clean_map = silhouette_maps(clean["piece"][part], clean["puzzle"], index, erode_pixels, blur=0.0)
         lowest = torch.tensor(-2.0)
         own = torch.where(true_turn & right[:, None], own_map, lowest).flatten(1).amax(dim=1)  # (m,)
         place_rival = torch.where(~right[:, None], clean_map, lowest).flatten(1).amax(dim=1)  # (m,)

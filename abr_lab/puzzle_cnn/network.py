@@ -258,6 +258,26 @@ def silhouette_correlation(
     return out.view(n, r, height, width)  # (n, r, H, W)
 
 
+def silhouette_maps(
+    piece: Tensor,
+    puzzle: Tensor,
+    puzzle_index: Tensor,
+    erode_pixels: int = PIXEL_ERODE,
+    colour: str = "luminance",
+    blur: float = PIXEL_BLUR,
+) -> Tensor:
+    """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S, S): each piece at each rotation hypothesis against
+    its puzzle by `silhouette_correlation`, under its silhouette less an `erode_pixels` rim, in `colour`
+    (``luminance`` or ``rgb``), the puzzle blurred by `blur` px (never sharper than the photographed piece)."""
+    hypotheses = rotation_hypotheses(piece).unflatten(0, (piece.shape[0], ROTATIONS))  # (n, r, 3, s, s)
+    masks = erode(silhouette(hypotheses.flatten(0, 1)), erode_pixels)  # (n r, 1, s, s)
+    masks = masks.unflatten(0, hypotheses.shape[:2])  # (n, r, 1, s, s)
+    if colour == "luminance":
+        hypotheses, puzzle = luminance(hypotheses), luminance(puzzle)  # (n, r, 1, s, s), (p, 1, S, S)
+    puzzle = gaussian_blur(puzzle, blur)  # (p, c, S, S)
+    return silhouette_correlation(puzzle, hypotheses, masks, puzzle_index)  # (n, r, S, S)
+
+
 def cell_centres(size: int, like: Tensor) -> Tensor:
     """(size,) normalised centres (i + 0.5) / size of the cells along one axis."""
     return (torch.arange(size, device=like.device, dtype=like.dtype) + 0.5) / size
@@ -564,13 +584,9 @@ class PuzzleNet(nn.Module):
         """The ``silhouette`` pixel level: (n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S / stride,
         S / stride), the best full-resolution match within each stride x stride cell (a correlation peak is a
         pixel wide: pooling the images first, as ``crop`` does, blurs it away)."""
-        hypotheses = rotation_hypotheses(piece).unflatten(0, (piece.shape[0], ROTATIONS))  # (n, r, 3, s, s)
-        masks = erode(silhouette(hypotheses.flatten(0, 1)), self.pixel_erode)  # (n r, 1, s, s)
-        masks = masks.unflatten(0, hypotheses.shape[:2])  # (n, r, 1, s, s)
-        if self.pixel_colour == "luminance":
-            hypotheses, puzzle = luminance(hypotheses), luminance(puzzle)  # (n, r, 1, s, s), (p, 1, S, S)
-        puzzle = gaussian_blur(puzzle, self.pixel_blur)  # (p, c, S, S): never sharper than the photographed piece
-        corr = silhouette_correlation(puzzle, hypotheses, masks, puzzle_index)  # (n, r, S, S)
+        corr = silhouette_maps(
+            piece, puzzle, puzzle_index, self.pixel_erode, self.pixel_colour, self.pixel_blur
+        )  # (n, r, S, S)
         stride = self.pixel_stride or 1
         return F.max_pool2d(corr, stride) if stride > 1 else corr  # (n, r, S / stride, S / stride)
 
