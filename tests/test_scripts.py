@@ -148,6 +148,8 @@ def test_puzzle_baselines_count_look_alikes_against_the_split_rendered_without_c
     for key in ("look_alike_place", "look_alike_turn", "pixel_placed", "pixel_turned"):
         assert 0 <= found[key] <= 1
     assert found["place_margin_q10"] <= found["place_margin_q25"] <= found["place_margin_q50"]
+    tops = [found["pixel_placed"], found["pixel_right_place_in_top4"], found["pixel_right_place_in_top8"]]
+    assert tops == sorted(tops) and found["pixel_right_place_in_top32"] == 1.0  # 32 distinct peaks cover a 2 x 2 puzzle
 
 
 def test_abr_data_stats_prints_the_readme_figures():

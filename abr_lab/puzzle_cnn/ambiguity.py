@@ -17,7 +17,8 @@ piece further from its cell than that rival is from it. This is no hard limit (t
 from everything; on validation the pixel level still places 81 % of such pieces), but the margin own - rival says
 how deep the confusion goes, and a split's share and margins say how hard its photographs are, whatever the model.
 It also reports the pixel level on its own (the joint argmax of the photographed piece's map): placed at IoU >= 0.5,
-and turned right, so its misses can be split by look-alike.
+and turned right, so its misses can be split by look-alike; and how far down its list of candidate places the right
+one is (`first_right_peak`): the most a second stage that re-ranks the pixel level's best K places could place.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import torch
 from torch import Tensor
 
 from abr_lab.losses import box_iou
-from abr_lab.puzzle_cnn.network import PIXEL_BLUR, PIXEL_ERODE, silhouette_maps
+from abr_lab.puzzle_cnn.network import PIXEL_BLUR, PIXEL_ERODE, near_peak, silhouette_maps
 
 RIGHT_IOU = 0.5  # a box at IoU >= this with the cell is a right place (the metric's acc@0.5)
 CHUNK = 32  # pieces per correlation batch: 4 full-resolution maps each
 MARGIN_QUANTILES = (10, 25, 50)  # percentiles of own - place rival reported (how deep the look-alikes go)
+CANDIDATES = 32  # peaks of the pixel level's map searched for a right place (`first_right_peak`)
+TOP_K = (4, 8, CANDIDATES)  # shares reported of pieces whose right place is among the best K peaks
 
 
 @dataclass
@@ -46,6 +49,7 @@ class LookAlikes:
     turn_rival: Tensor
     placed: Tensor  # the pixel level's argmax is at a right place
     turned: Tensor  # its argmax is at the true turn (wherever it is)
+    rank: Tensor  # long: the first right place's rank among the map's peaks (`first_right_peak`; 1 = placed)
 
     @property
     def look_alike_place(self) -> Tensor:
@@ -75,6 +79,22 @@ def right_places(box: Tensor, size: int, piece_side: int) -> Tensor:
     return box_iou(candidates, box[:, None, None, :].expand_as(candidates)) >= RIGHT_IOU
 
 
+def first_right_peak(location: Tensor, right: Tensor, radius: Tensor, count: int = CANDIDATES) -> Tensor:
+    """(n, S, S) place scores, (n, S, S) bool right places, (n,) radii in px -> (n,) long: the 1-based rank of the
+    first right place among each map's `count` best peaks, every next peak the best place more than `radius` rows
+    or columns from all earlier ones (a candidate per distinct place, not the shoulders of one peak); `count` + 1
+    when none of them is right."""
+    location = location.clone()
+    rank = torch.full((len(location),), count + 1, dtype=torch.long)
+    for k in range(1, count + 1):
+        peak = location.flatten(1).argmax(dim=1)  # (n,)
+        score = location.flatten(1).gather(1, peak[:, None]).squeeze(1)  # (n,)
+        hit = right.flatten(1).gather(1, peak[:, None]).squeeze(1) & (score > float("-inf"))  # (n,)
+        rank = torch.where(hit & (rank > count), k, rank)
+        location = location.masked_fill(near_peak(location, radius), float("-inf"))
+    return rank
+
+
 def look_alikes(
     clean: dict[str, Tensor], changed: dict[str, Tensor], erode_pixels: int = PIXEL_ERODE, blur: float = PIXEL_BLUR
 ) -> LookAlikes:
@@ -100,13 +120,16 @@ def look_alikes(
         best = own_map.flatten(1).argmax(dim=1)  # (m,) over (r, y, x)
         best_turn, best_pixel = best // (size * size), best % (size * size)
         placed = right.flatten(1).gather(1, best_pixel[:, None]).squeeze(1)  # (m,)
-        parts.append(LookAlikes(own, place_rival, turn_rival, placed, best_turn == turn))
+        radius = (clean["box"][part, 2:] - clean["box"][part, :2]).amin(dim=1) * size / 2  # (m,) half a cell, px
+        rank = first_right_peak(own_map.amax(dim=1), right, radius.floor().long())  # (m,)
+        parts.append(LookAlikes(own, place_rival, turn_rival, placed, best_turn == turn, rank))
     return LookAlikes.cat(parts)
 
 
 def summarise(found: LookAlikes) -> dict[str, Any]:
-    """Shares of pieces with a look-alike place / turn, the pixel level's hits among those with and without, and
-    percentiles of the margin own - place rival (below 0: a look-alike place)."""
+    """Shares of pieces with a look-alike place / turn, the pixel level's hits among those with and without, the
+    shares whose right place is among its best K peaks, and percentiles of the margin own - place rival (below 0: a
+    look-alike place)."""
 
     def share(flags: Tensor, among: Tensor | None = None) -> float:
         flags = flags if among is None else flags[among]
@@ -126,6 +149,7 @@ def summarise(found: LookAlikes) -> dict[str, Any]:
         "pixel_placed_with_look_alike_place": share(found.placed, place),
         "pixel_turned_without_look_alike": share(found.turned, ~either),
         "pixel_turned_with_look_alike": share(found.turned, either),
+        **{f"pixel_right_place_in_top{k}": share(found.rank <= k) for k in TOP_K},
         "median_own": float(found.own.median()),
         **{f"place_margin_q{q:02d}": float(margin.quantile(q / 100)) for q in MARGIN_QUANTILES},
     }

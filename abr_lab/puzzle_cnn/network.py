@@ -283,9 +283,12 @@ def cell_centres(size: int, like: Tensor) -> Tensor:
     return (torch.arange(size, device=like.device, dtype=like.dtype) + 0.5) / size
 
 
-def near_peak(location: Tensor, radius: int) -> Tensor:
-    """(n, h, w) location scores -> (n, h, w) bool: the (2 radius + 1)^2 cells around each map's peak."""
+def near_peak(location: Tensor, radius: int | Tensor) -> Tensor:
+    """(n, h, w) location scores -> (n, h, w) bool: the (2 radius + 1)^2 cells around each map's peak (`radius` one
+    for every map, or (n,) one per map)."""
     n, h, w = location.shape
+    if isinstance(radius, Tensor):
+        radius = radius.view(n, 1, 1)
     peak = location.flatten(1).argmax(dim=1)  # (n,)
     rows = torch.arange(h, device=location.device)[None, :, None]  # (1, h, 1)
     cols = torch.arange(w, device=location.device)[None, None, :]  # (1, 1, w)

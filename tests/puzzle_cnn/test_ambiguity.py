@@ -1,5 +1,6 @@
 """Look-alike counting: right places by IoU on a hand case, a copied patch is a look-alike place, a patch that a
-quarter turn leaves unchanged is a look-alike turn, a unique patch is neither, and mismatched batches are refused."""
+quarter turn leaves unchanged is a look-alike turn, a unique patch is neither, the rank of the first right place
+among distinct peaks on a hand-made map, and mismatched batches are refused."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from abr_lab.puzzle_cnn.ambiguity import look_alikes, right_places, summarise
+from abr_lab.puzzle_cnn.ambiguity import first_right_peak, look_alikes, right_places, summarise
 
 SIZE, CELL, CANVAS = 32, 8, 12  # puzzle side, cell side, piece canvas side (px)
 
@@ -61,6 +62,8 @@ def test_a_copied_patch_is_a_look_alike_place_and_a_unique_one_is_not() -> None:
     assert found.look_alike_place.tolist() == [True, False]
     assert found.look_alike_turn.tolist() == [False, False]
     assert found.placed[1] and found.turned.all()  # both turned right; the unique cell is placed too
+    assert found.rank[1] == 1 and found.rank[0] in (1, 2)  # the copy's right place is its first or second peak
+    assert (found.rank == 1).tolist() == found.placed.tolist()
     figures = summarise(found)
     assert figures["pieces"] == 2 and figures["look_alike_place"] == 0.5 and figures["pixel_turned"] == 1.0
 
@@ -81,6 +84,26 @@ def test_a_patch_that_a_quarter_turn_leaves_alone_is_a_look_alike_turn() -> None
     clean, changed = batch(puzzle, [(0, 0, 2)]), batch(puzzle, [(0, 0, 2)], noise=0.05)
     found = look_alikes(clean, changed, erode_pixels=0, blur=0.0)
     assert found.turn_rival[0] > 0.999 and found.look_alike_turn.item()
+
+
+def test_first_right_peak_ranks_distinct_peaks_not_the_shoulders_of_one() -> None:
+    location = torch.zeros(1, 16, 16)
+    location[0, 2, 2], location[0, 2, 3] = 1.0, 0.95  # a peak and its shoulder one column on
+    location[0, 10, 10], location[0, 5, 12] = 0.9, 0.8
+    right = torch.zeros(1, 16, 16, dtype=torch.bool)
+    right[0, 5, 12] = True
+    one, none = torch.tensor([1]), torch.tensor([0])
+    assert first_right_peak(location, right, one).item() == 3  # (2, 2), (10, 10), then (5, 12)
+    assert first_right_peak(location, right, none).item() == 4  # unsuppressed, the shoulder is a peak of its own
+    assert first_right_peak(location, right, one, count=2).item() == 3  # not among the first 2: count + 1
+    right[0, 2, 2] = True
+    assert first_right_peak(location, right, one).item() == 1
+    small = torch.zeros(1, 4, 4)
+    small[0, 3, 3] = 1.0
+    rest = torch.ones(1, 4, 4, dtype=torch.bool)
+    rest[0, 3, 3] = False
+    # the first peak's window covers the whole map: no second candidate, not a hit where nothing is left
+    assert first_right_peak(small, rest, torch.tensor([8]), count=5).item() == 6
 
 
 def test_batches_that_are_not_one_batch_rendered_twice_are_refused() -> None:
