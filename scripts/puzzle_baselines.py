@@ -21,7 +21,8 @@ give on their own, the starting point of a training run.
 another place, or another turn, resembles the piece's clean pixels at least as closely as the photographed piece
 does (the split rendered a second time with ``data.photometric_strength=0``), and the pixel level's hits among the
 pieces with and without such a look-alike, with percentiles of how far the rival beats the piece's own score: how
-hard the split's photographs are, whatever the model.
+hard the split's photographs are, whatever the model; and the share of pieces whose right place is among the pixel
+level's best 4 / 8 / 32 distinct candidate places (what re-ranking them could at most place).
 """
 
 from __future__ import annotations

@@ -47,9 +47,13 @@ class LookAlikes:
     own: Tensor
     place_rival: Tensor
     turn_rival: Tensor
-    placed: Tensor  # the pixel level's argmax is at a right place
-    turned: Tensor  # its argmax is at the true turn (wherever it is)
-    rank: Tensor  # long: the first right place's rank among the map's peaks (`first_right_peak`; 1 = placed)
+    turned: Tensor  # the pixel level's argmax is at the true turn (wherever it is)
+    rank: Tensor  # long: the first right place's rank among the map's peaks (`first_right_peak`)
+
+    @property
+    def placed(self) -> Tensor:
+        """The pixel level's argmax (its first peak) is at a right place."""
+        return self.rank == 1
 
     @property
     def look_alike_place(self) -> Tensor:
@@ -117,12 +121,10 @@ def look_alikes(
         own = torch.where(true_turn & right[:, None], own_map, lowest).flatten(1).amax(dim=1)  # (m,)
         place_rival = torch.where(~right[:, None], clean_map, lowest).flatten(1).amax(dim=1)  # (m,)
         turn_rival = torch.where(~true_turn & right[:, None], clean_map, lowest).flatten(1).amax(dim=1)  # (m,)
-        best = own_map.flatten(1).argmax(dim=1)  # (m,) over (r, y, x)
-        best_turn, best_pixel = best // (size * size), best % (size * size)
-        placed = right.flatten(1).gather(1, best_pixel[:, None]).squeeze(1)  # (m,)
+        best_turn = own_map.flatten(1).argmax(dim=1) // (size * size)  # (m,): the joint argmax's turn
         radius = (clean["box"][part, 2:] - clean["box"][part, :2]).amin(dim=1) * size / 2  # (m,) half a cell, px
         rank = first_right_peak(own_map.amax(dim=1), right, radius.floor().long())  # (m,)
-        parts.append(LookAlikes(own, place_rival, turn_rival, placed, best_turn == turn, rank))
+        parts.append(LookAlikes(own, place_rival, turn_rival, best_turn == turn, rank))
     return LookAlikes.cat(parts)
 
 

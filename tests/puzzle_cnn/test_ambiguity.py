@@ -63,7 +63,6 @@ def test_a_copied_patch_is_a_look_alike_place_and_a_unique_one_is_not() -> None:
     assert found.look_alike_turn.tolist() == [False, False]
     assert found.placed[1] and found.turned.all()  # both turned right; the unique cell is placed too
     assert found.rank[1] == 1 and found.rank[0] in (1, 2)  # the copy's right place is its first or second peak
-    assert (found.rank == 1).tolist() == found.placed.tolist()
     figures = summarise(found)
     assert figures["pieces"] == 2 and figures["look_alike_place"] == 0.5 and figures["pixel_turned"] == 1.0
 
