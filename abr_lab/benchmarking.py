@@ -167,7 +167,7 @@ def plain_step(
         elif family == "rawnet2":
             loss = module.loss(module.net(batch["audio"]), batch["label"])  # (b, 2) logits -> weighted CE
         else:
-            terms = module.losses(module(batch["piece"], batch["puzzle"], batch["puzzle_index"]), batch)
+            terms = module.losses(module.run_batch(batch), batch)
             loss = sum(module.loss_weights[k] * v for k, v in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,7 +185,7 @@ def infer(family: str, module: L.LightningModule, batch: Batch) -> object:
         return module.net(batch["signal"], batch["static"])
     if family == "rawnet2":
         return module.net(batch["audio"])
-    return module(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+    return module.run_batch(batch)
 
 
 # ----------------------------------------------------------------------------------------------------------------

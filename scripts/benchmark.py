@@ -384,7 +384,7 @@ def puzzle_train_seconds(module: PuzzleModule, batch: dict[str, torch.Tensor], r
 
     def update() -> None:
         optimizer.zero_grad(set_to_none=True)
-        out = module(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+        out = module.run_batch(batch)
         sum(module.losses(out, batch).values()).backward()
         optimizer.step()
 

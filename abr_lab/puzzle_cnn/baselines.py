@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from abr_lab.metrics.puzzle import PuzzleMetrics
+from abr_lab.puzzle_cnn.borders import core_box
 from abr_lab.puzzle_cnn.images import to_uint8
 
 METHODS = {"ccoeff_normed": cv2.TM_CCOEFF_NORMED, "ccorr_normed": cv2.TM_CCORR_NORMED}
-CORE_COVERAGE = 0.5  # a row / column is in the core when its mask coverage is >= this share of the largest coverage
 
 
 @dataclass(frozen=True)
@@ -46,18 +46,10 @@ def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _span(coverage: np.ndarray) -> tuple[int, int]:
-    """(first, last + 1) of the indices whose coverage is >= `CORE_COVERAGE` of the largest."""
-    kept = np.flatnonzero(coverage >= CORE_COVERAGE * coverage.max())
-    return int(kept[0]), int(kept[-1]) + 1
-
-
 def core_bounds(mask: np.ndarray) -> tuple[int, int, int, int]:
-    """(y0, y1, x0, x1), end-exclusive, of the piece's core in a (h, w) bool mask: the span of the rows and of the
-    columns covered over at least half as much as the most covered one, so that the tabs (narrow) are left out
-    while the blanks (notches, which leave most of a row covered) are not."""
-    y0, y1 = _span(mask.sum(1))
-    x0, x1 = _span(mask.sum(0))
+    """(y0, y1, x0, x1), end-exclusive, of the piece's core in a (h, w) bool mask (`borders.core_box`: tabs out,
+    blanks in)."""
+    y0, y1, x0, x1 = core_box(torch.from_numpy(np.ascontiguousarray(mask))[None])[0].tolist()
     return y0, y1, x0, x1
 
 

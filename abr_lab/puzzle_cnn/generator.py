@@ -165,6 +165,11 @@ class Grid:
     def cell_px(self, row: int, col: int) -> tuple[int, int, int, int]:
         return int(self.xs[col]), int(self.ys[row]), int(self.xs[col + 1]), int(self.ys[row + 1])
 
+    def content_box(self) -> np.ndarray:
+        """(4,) float32: the whole grid, i.e. the picture on the canvas (x1, y1, x2, y2), normalised."""
+        corners = [self.xs[0], self.ys[0], self.xs[-1], self.ys[-1]]
+        return (np.array(corners, dtype=np.float64) / self.size).astype(np.float32)
+
     def cell_box(self, row: int, col: int) -> np.ndarray:
         """(4,) float32: the cell (x1, y1, x2, y2) normalised to the canvas."""
         return (np.array(self.cell_px(row, col), dtype=np.float64) / self.size).astype(np.float32)

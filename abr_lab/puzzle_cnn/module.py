@@ -111,9 +111,16 @@ class PuzzleModule(L.LightningModule):
             {s: nn.ModuleDict({name: SplitMean() for name in names}) for s in ("val", "test")}
         )
 
-    def forward(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> dict[str, Any]:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle of each piece -> the network's output dict."""
-        return self.net(piece, puzzle, puzzle_index)
+    def forward(
+        self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, content: Tensor | None = None
+    ) -> dict[str, Any]:
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle of each piece, (p, 4) where each picture sits on
+        its canvas (None = the whole canvas) -> the network's output dict."""
+        return self.net(piece, puzzle, puzzle_index, content)
+
+    def run_batch(self, batch: Batch) -> dict[str, Any]:
+        """The network's output dict on a batch (the contract of `collate_puzzles`; ``content`` optional)."""
+        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
@@ -125,7 +132,7 @@ class PuzzleModule(L.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        out = self(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+        out = self.run_batch(batch)
         probs = out["rotation_logits"].float().softmax(dim=1)  # (n, 4)
         return {"box": out["box"], "rotation": probs.argmax(dim=1), "rotation_probability": probs.amax(dim=1)}
 
@@ -174,7 +181,7 @@ class PuzzleModule(L.LightningModule):
         }
 
     def _shared_step(self, batch: Batch, stage: str, figure: bool = False) -> Tensor:
-        out = self(batch["piece"], batch["puzzle"], batch["puzzle_index"])
+        out = self.run_batch(batch)
         terms = self.losses(out, batch)
         loss = sum(self.loss_weights[k] * v for k, v in terms.items())
         n = len(batch["piece"])

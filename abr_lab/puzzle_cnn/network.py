@@ -14,7 +14,8 @@ luminance (a hue change moves colour, not brightness), by masked zero-mean NCC c
 `pixel_stride` and matched like a level.
 The level maps, each times a learnable scale, are upsampled to the finest level and summed, and a small residual
 conv stack (zero-initialised, so it starts as the identity; off by default, see `PuzzleNet`) may refine them into
-joint (rotation, y, x) heatmap logits.
+joint (rotation, y, x) heatmap logits. The border rule (`abr_lab.puzzle_cnn.borders`) then lowers the logits of the
+(rotation, place) pairs the piece's outline rules out: a flat side away from the picture's edge, a knobbed one on it.
 Read-out keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
@@ -47,6 +48,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
+from abr_lab.puzzle_cnn.borders import allowed_places, flat_sides
 from abr_lab.registry import register_variant
 
 FAMILY = "puzzle_cnn"
@@ -56,6 +58,7 @@ MIN_VARIANCE = 1e-4  # per element: below it a window or template counts as flat
 PIXEL_MATCHES = ("silhouette", "crop")
 PIXEL_COLOURS = ("luminance", "rgb")
 ROTATION_READOUTS = ("marginal", "peak")
+BORDER_PRIOR = 20.0  # default logit penalty of the places the border rule rules out (`PuzzleNet`'s border_prior)
 SILHOUETTE_TOLERANCE = 1e-4  # a canvas pixel this close to the corner colour (normalised units) is background
 PIXEL_ERODE = 1  # default rim (px) the silhouette level leaves out of the piece's mask (`erode`)
 PIXEL_BLUR = 0.5  # default Gaussian sigma (px) of the puzzle at the silhouette level (`gaussian_blur`)
@@ -485,6 +488,11 @@ class PuzzleNet(nn.Module):
             log-sum-exp over the `readout_radius` window of the location peak, or ``marginal``, over the whole map
             (`read_out`). The loss always trains the marginal (``rotation_marginal_logits``). On validation, with
             the same checkpoint, ``peak`` turned 90.6 % of the pieces right against 82.2 % for ``marginal``.
+        border_prior: the border rule (`abr_lab.puzzle_cnn.borders`): heatmap logits of the (rotation, place)
+            pairs the piece's outline rules out (a flat side away from the picture's edge, a knobbed side against
+            it) are lowered by this much; 0 = off (the network before 2026-12-07). The default is several times
+            the gap between a piece's own place and its look-alikes (pixel scale ~30-46 x correlation gaps of
+            ~0.05-0.3), so a ruled-out place wins only where the map has nothing better.
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
     """
 
@@ -506,6 +514,7 @@ class PuzzleNet(nn.Module):
         pixel_blur: float = PIXEL_BLUR,
         readout_radius: int | None = 2,
         rotation_readout: str = "peak",
+        border_prior: float = BORDER_PRIOR,
         pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -535,6 +544,8 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
         if rotation_readout not in ROTATION_READOUTS:
             raise ValueError(f"rotation_readout: unknown {rotation_readout!r}; known: {', '.join(ROTATION_READOUTS)}")
+        if not border_prior >= 0:
+            raise ValueError(f"border_prior must be >= 0, got {border_prior}")
         self.template_fraction = template_fraction
         self.readout_radius = readout_radius
         self.rotation_readout = rotation_readout
@@ -544,6 +555,7 @@ class PuzzleNet(nn.Module):
         self.pixel_erode = pixel_erode
         self.pixel_colour = pixel_colour
         self.pixel_blur = pixel_blur
+        self.border_prior = border_prior
         # encoder
         self.backbone = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
@@ -601,15 +613,19 @@ class PuzzleNet(nn.Module):
         puzzle_index: Tensor,
         size_scale: float,
         pixel_map: Tensor | None = None,
+        allowed: Tensor | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
-        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side and the ``silhouette``
-        pixel level's (n, r, h, w) map when on -> the output dict."""
+        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side, the ``silhouette``
+        pixel level's (n, r, h, w) map when on and the border rule's (n, r, h, w) `allowed_places` when on -> the
+        output dict."""
         correlations = [
             correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)] fine -> coarse
         if pixel_map is not None:
             correlations.insert(0, pixel_map.to(correlations[0].dtype))
         heatmap = self.fusion(correlations)  # (n, r, h, w)
+        if allowed is not None:
+            heatmap = heatmap - self.border_prior * (~allowed).to(heatmap.dtype)  # (n, r, h, w)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
         box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
         return {
@@ -620,8 +636,20 @@ class PuzzleNet(nn.Module):
             "correlations": correlations,
         }
 
-    def forward(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> dict[str, Tensor | list[Tensor]]:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece -> dict with "box" (n, 4),
+    def border_places(self, piece: Tensor, puzzle: Tensor, content: Tensor, shape: tuple[int, int]) -> Tensor:
+        """The border rule: (n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n, 4) their pictures' boxes on the canvas
+        -> (n, r, h, w) bool `allowed_places` at each rotation hypothesis, from the outline read off each piece."""
+        n = piece.shape[0]
+        outlines = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
+        flat, size = flat_sides(outlines)  # (n r, 4), (n r, 2) px
+        size = size / torch.tensor(puzzle.shape[-1:-3:-1], device=size.device, dtype=size.dtype)  # canvas fractions
+        return allowed_places(flat.view(n, ROTATIONS, 4), size.view(n, ROTATIONS, 2), content, shape)
+
+    def forward(
+        self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, content: Tensor | None = None
+    ) -> dict[str, Tensor | list[Tensor]]:
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece and (p, 4) where each puzzle's
+        picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) -> dict with "box" (n, 4),
         "rotation_logits" (n, 4) (the answer, by `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the
         loss trains), "heatmap" (n, 4, h, w) and "correlations" [(n, 4, H_l, W_l)]."""
         if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:
@@ -629,12 +657,20 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"expected square pieces (n, 3, s, s) and puzzles (p, 3, S, S), got {shapes}")
         if puzzle_index.shape != piece.shape[:1]:
             raise ValueError(f"puzzle_index: expected shape ({piece.shape[0]},), got {tuple(puzzle_index.shape)}")
+        if content is not None and content.shape != (puzzle.shape[0], 4):
+            raise ValueError(f"content: expected shape ({puzzle.shape[0]}, 4), got {tuple(content.shape)}")
         puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
         size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
         pixel_map = None
         if self.pixel_stride is not None and self.pixel_match == "silhouette":
             pixel_map = self.silhouette_level(piece, puzzle, puzzle_index)  # (n, r, S / stride, S / stride)
-        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map)
+        allowed = None
+        if self.border_prior > 0:
+            if content is None:
+                content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
+            shape = (pixel_map if pixel_map is not None else puzzle_maps[0]).shape[-2:]  # the heatmap's (h, w)
+            allowed = self.border_places(piece, puzzle, content[puzzle_index], tuple(shape))  # (n, r, h, w)
+        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map, allowed)
 
 
 register_variant("puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128)

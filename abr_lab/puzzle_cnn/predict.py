@@ -32,7 +32,7 @@ from torch import Tensor
 
 from abr_lab.atomic import atomic_write_text
 from abr_lab.predict import Option, Trained, batches
-from abr_lab.puzzle_cnn.generator import MAX_STRENGTH, letterbox, piece_canvas
+from abr_lab.puzzle_cnn.generator import MAX_STRENGTH, content_size, letterbox, piece_canvas
 from abr_lab.puzzle_cnn.images import IMAGE_SUFFIXES, read_image, to_tensor
 from abr_lab.puzzle_cnn.network import ROTATIONS
 
@@ -55,6 +55,13 @@ class Letterbox:
     scale: float
     pad_x: int
     pad_y: int
+
+    def content_box(self) -> np.ndarray:
+        """(4,) float32: where the image sits on the canvas (x1, y1, x2, y2), normalised (what the network's border
+        rule calls the picture's edges)."""
+        _, new_h, new_w = content_size(self.height, self.width, self.size)
+        corners = [self.pad_x, self.pad_y, self.pad_x + new_w, self.pad_y + new_h]
+        return (np.array(corners, dtype=np.float64) / self.size).astype(np.float32)
 
     def to_image(self, box_canvas: np.ndarray) -> np.ndarray:
         """(n, 4) boxes normalised to the canvas -> (n, 4) in the image's pixels, clipped to the image."""
@@ -122,16 +129,18 @@ def prepare_piece(image: np.ndarray, scale: float, canvas: int, name: str = "pie
 
 
 def locate(
-    module: torch.nn.Module, pieces: Tensor, puzzle: Tensor, batch_size: int, device: torch.device
+    module: torch.nn.Module, pieces: Tensor, puzzle: Tensor, content: Tensor, batch_size: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 3, s, s) pieces of one (3, S, S) puzzle -> boxes (n, 4) normalised to the canvas and rotation
-    probabilities (n, 4), from the module's forward (what its `predict_step` reads)."""
+    """(n, 3, s, s) pieces of one (3, S, S) puzzle whose picture sits at (4,) `content` on its canvas -> boxes
+    (n, 4) normalised to the canvas and rotation probabilities (n, 4), from the module's forward (what its
+    `predict_step` reads)."""
     puzzle = puzzle[None].to(device)  # (1, 3, S, S)
+    content = content[None].to(device)  # (1, 4)
     boxes, probabilities = [], []
     with torch.inference_mode():
         for rows in batches(len(pieces), batch_size):
             piece = pieces[rows].to(device)  # (b, 3, s, s)
-            out = module(piece, puzzle, torch.zeros(len(piece), dtype=torch.long, device=device))
+            out = module(piece, puzzle, torch.zeros(len(piece), dtype=torch.long, device=device), content)
             boxes.append(out["box"].float().cpu())  # (b, 4)
             probabilities.append(out["rotation_logits"].float().softmax(dim=1).cpu())  # (b, 4)
     return torch.cat(boxes).numpy(), torch.cat(probabilities).numpy()
@@ -157,7 +166,8 @@ def run(
     puzzle_tensor, placement = prepare_puzzle(Path(puzzle), size)
     files = image_files(input, exclude=Path(puzzle))
     pieces = torch.stack([to_tensor(prepare_piece(read_image(f), placement.scale, canvas, str(f))) for f in files])
-    boxes, probabilities = locate(trained.module, pieces, puzzle_tensor, batch_size, device)
+    content = torch.from_numpy(placement.content_box())  # (4,)
+    boxes, probabilities = locate(trained.module, pieces, puzzle_tensor, content, batch_size, device)
     boxes_px = placement.to_image(boxes)
     normalised = boxes_px / np.array([placement.width, placement.height] * 2, dtype=np.float64)
     root = input if input.is_dir() else input.parent

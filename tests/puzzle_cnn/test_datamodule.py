@@ -30,9 +30,10 @@ def dm() -> PuzzlePhotosDataModule:
 
 
 def check_contract(batch: dict[str, torch.Tensor], puzzles: int, pieces: int, size: int = 96, piece: int = 40):
-    assert set(batch) == {"puzzle", "piece", "mask", "puzzle_index", "box", "rotation", "cell"}
+    assert set(batch) == {"puzzle", "content", "piece", "mask", "puzzle_index", "box", "rotation", "cell"}
     shapes = {
         "puzzle": (puzzles, 3, size, size),
+        "content": (puzzles, 4),
         "piece": (pieces, 3, piece, piece),
         "mask": (pieces, 1, piece, piece),
         "puzzle_index": (pieces,),
@@ -42,13 +43,15 @@ def check_contract(batch: dict[str, torch.Tensor], puzzles: int, pieces: int, si
     }
     for key, shape in shapes.items():
         assert batch[key].shape == shape, key
-        expected = torch.float32 if key in ("puzzle", "piece", "mask", "box") else torch.int64
+        expected = torch.float32 if key in ("puzzle", "content", "piece", "mask", "box") else torch.int64
         assert batch[key].dtype == expected, key
     assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
     assert batch["rotation"].min() >= 0 and batch["rotation"].max() <= 3
     box = batch["box"]
     assert (box >= 0).all() and (box <= 1).all() and (box[:, 2:] > box[:, :2]).all()
     assert (batch["puzzle_index"].diff() >= 0).all() and batch["puzzle_index"].max() == puzzles - 1
+    content = batch["content"][batch["puzzle_index"]]  # (pieces, 4): every cell inside its puzzle's picture
+    assert (box[:, :2] >= content[:, :2] - 1e-6).all() and (box[:, 2:] <= content[:, 2:] + 1e-6).all()
 
 
 def test_val_and_train_batches_follow_the_contract(dm):

@@ -453,6 +453,7 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"pixel_colour": "hsv"}, "pixel_colour"),
         ({"pixel_blur": -0.5}, "pixel_blur"),
         ({"rotation_readout": "argmax"}, "rotation_readout"),
+        ({"border_prior": -1.0}, "border_prior"),
     ],
 )
 def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
@@ -467,6 +468,8 @@ def test_input_errors_name_the_shape() -> None:
         net(piece, puzzle, index[:2])
     with pytest.raises(ValueError, match="square pieces"):
         net(piece[..., :30], puzzle, index)
+    with pytest.raises(ValueError, match="content"):
+        net(piece, puzzle, index, torch.zeros(3, 4))
 
 
 def test_templates_are_the_odd_centre_of_the_piece_map() -> None:

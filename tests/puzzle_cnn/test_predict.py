@@ -60,7 +60,13 @@ def test_the_json_holds_the_modules_boxes_and_rotations(checkpoint: Path, puzzle
     piece_tensor = torch.stack([to_tensor(prepare_piece(c, 0.5, CANVAS)) for c in crops])  # (2, 3, s, s)
     with torch.inference_mode():
         expected = module.predict_step(
-            {"piece": piece_tensor, "puzzle": puzzle_tensor, "puzzle_index": torch.zeros(2, dtype=torch.long)}, 0
+            {
+                "piece": piece_tensor,
+                "puzzle": puzzle_tensor,
+                "puzzle_index": torch.zeros(2, dtype=torch.long),
+                "content": torch.tensor([[0.0, 8 / SIZE, 1.0, 1 - 8 / SIZE]]),  # the image between the bands
+            },
+            0,
         )
     for i, piece in enumerate(report["pieces"]):
         np.testing.assert_allclose(piece["box_canvas"], expected["box"][i].numpy(), rtol=1e-6, atol=1e-7)
@@ -90,6 +96,14 @@ def test_boxes_map_back_through_the_letterbox() -> None:
     placement = Letterbox(width=128, height=96, size=64, scale=0.5, pad_x=0, pad_y=8)
     content = np.array([[0.0, 8 / 64, 1.0, 56 / 64], [0.25, 0.0, 0.5, 1.0]])  # the content; one box over the padding
     np.testing.assert_allclose(placement.to_image(content), [[0, 0, 128, 96], [32, 0, 64, 96]])
+
+
+def test_the_content_box_is_where_the_letterbox_put_the_image() -> None:
+    image = np.full((96, 128, 3), 255, dtype=np.uint8)
+    canvas, scale, pad_x, pad_y = letterbox(image, 64)
+    placement = Letterbox(width=128, height=96, size=64, scale=scale, pad_x=pad_x, pad_y=pad_y)
+    x1, y1, x2, y2 = (placement.content_box() * 64).round().astype(int)
+    assert (canvas[y1:y2, x1:x2] == 255).all() and canvas.sum() == 255 * 3 * (y2 - y1) * (x2 - x1)
 
 
 def test_wrong_inputs_are_named(checkpoint: Path, puzzle, tmp_path: Path) -> None:

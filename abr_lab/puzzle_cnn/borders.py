@@ -1,0 +1,122 @@
+"""Where a piece's outline allows it to go: the border rule every jigsaw solver starts with.
+
+A jigsaw piece's sides on the puzzle's border are straight; every other side carries a knob (a tab out or a blank
+in). So a piece's outline, read off its own photo, says which of its sides are flat, and at each rotation
+hypothesis that says where in the puzzle it can lie: a flat top side only against the top edge of the picture, a
+knobbed top side only at least a cell below it. `allowed_places` turns that into a mask over the (rotation, y, x)
+heatmap; `PuzzleNet` lowers the logits of the places it rules out by ``border_prior``.
+
+The outline comes from `abr_lab.puzzle_cnn.network.silhouette` (the pixels off the canvas's flat background), the
+cell's size from the outline's core (the piece is at puzzle scale), and the picture's edges from the puzzle's
+``content`` box (where the image sits on the letterboxed canvas, known to whoever letterboxed it). A piece whose
+every side reads flat (rectangular pieces, or a canvas with no background to read an outline from) rules nothing out.
+
+Legend: m masks · n pieces · r rotation hypotheses (4) · s piece side · h w heatmap size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+CORE_COVERAGE = 0.5  # a row / column is in the core when its mask coverage is >= this share of the largest coverage
+# A side is flat when the outline's middle lies within this share of the core's side of the core's edge. Knobs reach
+# ~0.16 of the side beyond (tab) or within (blank) the edge in the generator; real pieces' knobs are larger.
+FLAT_TOLERANCE = 0.08
+MIDDLE = 1  # the outline's position on a side is the median over the middle 2 * MIDDLE + 1 lines
+SIDES = ("top", "right", "bottom", "left")
+
+
+def _span(coverage: Tensor) -> tuple[Tensor, Tensor]:
+    """(m, s) coverage -> (m,) first and (m,) last + 1 of the indices covered >= `CORE_COVERAGE` of the most."""
+    kept = coverage >= CORE_COVERAGE * coverage.amax(dim=1, keepdim=True)  # (m, s); all kept when empty
+    index = torch.arange(coverage.shape[1], device=coverage.device)  # (s,)
+    first = torch.where(kept, index, coverage.shape[1]).amin(dim=1)  # (m,)
+    last = torch.where(kept, index, -1).amax(dim=1) + 1  # (m,)
+    return first, last
+
+
+def core_box(masks: Tensor) -> Tensor:
+    """(m, s, s) bool masks -> (m, 4) long (y0, y1, x0, x1), end-exclusive: the piece's core, the rows and columns
+    covered over at least `CORE_COVERAGE` of the most covered one, so that tabs (narrow) are left out while blanks
+    (notches that leave most of a row covered) are not. An empty mask gives the whole canvas."""
+    masks = masks.bool()
+    y0, y1 = _span(masks.sum(dim=2))  # rows' coverage
+    x0, x1 = _span(masks.sum(dim=1))  # columns' coverage
+    return torch.stack([y0, y1, x0, x1], dim=1)
+
+
+def _first(lines: Tensor) -> Tensor:
+    """(m, s, k) bool, k lines along dim 1 -> (m,) float: the median over the lines of the first True index (s when
+    a line is empty)."""
+    s = lines.shape[1]
+    index = torch.arange(s, device=lines.device)[None, :, None]  # (1, s, 1)
+    first = torch.where(lines, index, s).amin(dim=1)  # (m, k)
+    return first.float().median(dim=1).values  # (m,)
+
+
+def flat_sides(masks: Tensor) -> tuple[Tensor, Tensor]:
+    """(m, s, s) bool outlines of upright pieces -> (m, 4) bool flat sides (`SIDES` order) and (m, 2) float the
+    core's (width, height) in pixels: a side is flat when its outline, along the middle lines through the core,
+    lies within `FLAT_TOLERANCE` of the core's side of the core's edge (a knob puts it further out or in)."""
+    masks = masks.bool()
+    m, s, _ = masks.shape
+    core = core_box(masks)  # (m, 4)
+    y0, y1, x0, x1 = core.unbind(dim=1)  # (m,) each
+    width, height = (x1 - x0).float(), (y1 - y0).float()  # (m,)
+    offsets = torch.arange(-MIDDLE, MIDDLE + 1, device=masks.device)  # (k,)
+    columns = ((x0 + x1) // 2)[:, None] + offsets  # (m, k) the middle columns
+    rows = ((y0 + y1) // 2)[:, None] + offsets  # (m, k) the middle rows
+    columns, rows = columns.clamp(0, s - 1), rows.clamp(0, s - 1)
+    vertical = masks.gather(2, columns[:, None, :].expand(m, s, -1))  # (m, s, k): the middle columns, top to bottom
+    horizontal = masks.gather(1, rows[:, :, None].expand(m, -1, s)).transpose(1, 2)  # (m, s, k): rows, left to right
+    top = _first(vertical)  # (m,) outline's first row
+    bottom = s - _first(vertical.flip(1))  # (m,) its last row + 1
+    left = _first(horizontal)
+    right = s - _first(horizontal.flip(1))
+    flat = torch.stack(
+        [
+            (top - y0).abs() <= FLAT_TOLERANCE * height,
+            (right - x1).abs() <= FLAT_TOLERANCE * width,
+            (bottom - y1).abs() <= FLAT_TOLERANCE * height,
+            (left - x0).abs() <= FLAT_TOLERANCE * width,
+        ],
+        dim=1,
+    )  # (m, 4)
+    return flat, torch.stack([width, height], dim=1)
+
+
+def allowed_places(flat: Tensor, size: Tensor, content: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Where each piece may lie at each rotation hypothesis.
+
+    Args:
+        flat: (n, r, 4) bool, the flat sides (`SIDES`) of each hypothesis's upright piece (`flat_sides`).
+        size: (n, r, 2) its core's (width, height) as fractions of the puzzle canvas.
+        content: (n, 4) the picture's box (x1, y1, x2, y2) on the canvas of each piece's puzzle, normalised.
+        shape: (h, w) of the heatmap; entry (i, j) puts the piece's centre at ((j + 0.5) / w, (i + 0.5) / h).
+
+    Returns:
+        (n, r, h, w) bool: every side of the cell centred there is, if flat, within half a cell of the picture's
+        edge on that side, and otherwise at least half a cell inside it. All True for a piece no place would be
+        left to (every side flat: rectangular pieces, or no outline to read).
+    """
+    h, w = shape
+    cy = ((torch.arange(h, device=flat.device, dtype=size.dtype) + 0.5) / h)[None, None, :, None]  # (1, 1, h, 1)
+    cx = ((torch.arange(w, device=flat.device, dtype=size.dtype) + 0.5) / w)[None, None, None, :]  # (1, 1, 1, w)
+    half_w, half_h = (size[..., 0] / 2)[..., None, None], (size[..., 1] / 2)[..., None, None]  # (n, r, 1, 1)
+    edge = content[:, None, :, None, None].to(size.dtype)  # (n, 1, 4, 1, 1)
+    # how far inside the picture's edge each side of the cell lies, (n, r, h, w) per side
+    inside = [
+        cy - half_h - edge[:, :, 1],  # top
+        edge[:, :, 2] - (cx + half_w),  # right
+        edge[:, :, 3] - (cy + half_h),  # bottom
+        cx - half_w - edge[:, :, 0],  # left
+    ]
+    halves = [half_h, half_w, half_h, half_w]
+    allowed = torch.ones(*flat.shape[:2], h, w, dtype=torch.bool, device=flat.device)  # (n, r, h, w)
+    for side, (depth, half) in enumerate(zip(inside, halves, strict=True)):
+        at_edge = depth.abs() < half  # (n, r, h, w)
+        is_flat = flat[:, :, side, None, None]  # (n, r, 1, 1)
+        allowed &= torch.where(is_flat, at_edge, depth >= half)
+    nowhere = ~allowed.flatten(1).any(dim=1)  # (n,)
+    return allowed | nowhere[:, None, None, None]

@@ -1,0 +1,111 @@
+"""The border rule: flat sides read off generated pieces, and where they allow a piece to lie."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from abr_lab.puzzle_cnn.borders import allowed_places, core_box, flat_sides
+from abr_lab.puzzle_cnn.generator import make_puzzle, render_piece
+from abr_lab.puzzle_cnn.network import PuzzleNet, rotation_hypotheses, silhouette
+from abr_lab.registry import create_model
+
+ROWS = COLS = 4
+
+
+def border_truth(row: int, col: int) -> list[bool]:
+    """Flat sides (top, right, bottom, left) of the upright piece of cell (row, col)."""
+    return [row == 0, col == COLS - 1, row == ROWS - 1, col == 0]
+
+
+@pytest.fixture(scope="module")
+def puzzle():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(150, 200, 3), dtype=np.uint8)  # landscape: letterboxed top and bottom
+    return make_puzzle(image, 256, ROWS, COLS, jigsaw=True, crop_min_area=1.0, rng=rng)
+
+
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_flat_sides_are_the_border_sides_of_every_piece_read_off_its_outline(puzzle, strength: float) -> None:
+    rng = np.random.default_rng(1)
+    for row in range(ROWS):
+        for col in range(COLS):
+            piece = render_piece(puzzle, row, col, 104, strength, rng)
+            canvas = torch.from_numpy(piece.image).permute(2, 0, 1)[None].float() / 255  # (1, 3, s, s)
+            upright = rotation_hypotheses(canvas)[piece.rotation][None]  # (1, 3, s, s): the turn undone
+            outline = silhouette(upright)[:, 0] > 0.5  # (1, s, s)
+            flat, size = flat_sides(outline)
+            assert flat[0].tolist() == border_truth(row, col), (row, col, piece.rotation)
+            x0, y0, x1, y1 = puzzle.grid.cell_px(row, col)
+            np.testing.assert_allclose(size[0].numpy(), [x1 - x0, y1 - y0], rtol=0.15)
+
+
+def test_core_box_leaves_tabs_out_and_keeps_blanks() -> None:
+    mask = torch.zeros(1, 20, 20, dtype=torch.bool)
+    mask[0, 5:15, 5:15] = True  # the cell
+    mask[0, 2:5, 9:11] = True  # a tab above
+    mask[0, 9:11, 12:15] = False  # a blank on the right
+    assert core_box(mask)[0].tolist() == [5, 15, 5, 15]
+    flat, size = flat_sides(mask)
+    assert flat[0].tolist() == [False, False, True, True]  # top: a tab; right: a blank; bottom, left: straight
+    assert size[0].tolist() == [10.0, 10.0]
+
+
+def test_allowed_places_on_a_hand_made_grid() -> None:
+    """A 4 x 4 grid over the whole canvas (cells 0.25 wide), an 8 x 8 heatmap (centres (i + 0.5) / 8)."""
+    content = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(3, 4)
+    flat = torch.tensor(
+        [
+            [True, False, False, True],  # top-left corner piece
+            [False, False, False, False],  # interior piece
+            [True, True, True, True],  # every side flat: a rectangle, nothing to go by
+        ]
+    )[:, None].expand(3, 4, 4)  # the same at every hypothesis
+    size = torch.full((3, 4, 2), 0.25)
+    allowed = allowed_places(flat, size, content, (8, 8))  # (3, 4, 8, 8)
+    corner, interior = torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool)
+    corner[:2, :2] = True  # centres within half a cell of the top-left corner cell's centre
+    interior[2:6, 2:6] = True  # centres a whole cell inside every edge
+    assert torch.equal(allowed[0, 0], corner) and torch.equal(allowed[1, 0], interior)
+    assert allowed[2].all()
+
+
+def test_allowed_places_follow_the_letterbox_and_each_hypothesis() -> None:
+    """A bottom-edge piece on a picture letterboxed to y in [0.25, 0.75]: turned pieces put the flat side elsewhere."""
+    content = torch.tensor([[0.0, 0.25, 1.0, 0.75]])
+    flat = torch.tensor([[[False, False, True, False], [False, True, False, False]]])  # hypotheses: bottom, right
+    size = torch.full((1, 2, 2), 0.125)
+    allowed = allowed_places(flat, size, content, (16, 16))  # centres (i + 0.5) / 16
+    rows = allowed[0, 0].any(dim=1).nonzero().squeeze(1).tolist()
+    assert rows == [10, 11]  # bottom edge within half a cell of y = 0.75: centre y in (0.625, 0.75)
+    # left and right knobbed: half a cell inside, centre x in [0.125, 0.875]
+    assert allowed[0, 0, 10].nonzero().squeeze(1).tolist() == list(range(2, 14))
+    columns = allowed[0, 1].any(dim=0).nonzero().squeeze(1).tolist()
+    assert columns == [14, 15]  # the right edge within half a cell of x = 1
+    # top and bottom knobbed: centre y in [0.375, 0.625], half a cell inside the letterboxed picture
+    assert allowed[0, 1].any(dim=1).nonzero().squeeze(1).tolist() == list(range(6, 10))
+
+
+def test_the_border_prior_lowers_only_the_ruled_out_places_and_keeps_the_true_one(puzzle) -> None:
+    torch.manual_seed(0)
+    net = create_model("puzzle_cnn_tiny", border_prior=7.0).eval()
+    assert isinstance(net, PuzzleNet)
+    rng = np.random.default_rng(2)
+    pieces = [render_piece(puzzle, row, col, 104, 1.0, rng) for row, col in [(0, 0), (1, 2), (3, 1)]]
+    piece = torch.stack([torch.from_numpy(p.image).permute(2, 0, 1).float() / 255 for p in pieces])  # (3, 3, s, s)
+    canvas = torch.from_numpy(puzzle.canvas).permute(2, 0, 1)[None].float() / 255  # (1, 3, S, S)
+    content = torch.from_numpy(puzzle.grid.content_box())[None]  # (1, 4)
+    index = torch.zeros(3, dtype=torch.long)
+    with torch.no_grad():
+        on = net(piece, canvas, index, content)["heatmap"]
+        net.border_prior = 0.0
+        off = net(piece, canvas, index, content)["heatmap"]
+    drop = off - on  # (3, 4, h, w): 0 where allowed, the prior where ruled out
+    assert torch.allclose(drop[drop.abs() > 1e-4], torch.tensor(7.0))
+    h, w = on.shape[-2:]
+    for i, p in enumerate(pieces):
+        x1, y1, x2, y2 = p.box
+        centre = int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)
+        assert drop[i, p.rotation, centre[0], centre[1]].abs() < 1e-4, "the true place and turn are allowed"
+        assert (drop[i] > 1).float().mean() > 0.5, "most places are ruled out"
