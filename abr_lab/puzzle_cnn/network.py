@@ -642,7 +642,8 @@ class PuzzleNet(nn.Module):
         n = piece.shape[0]
         outlines = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
         flat, size = flat_sides(outlines)  # (n r, 4), (n r, 2) px
-        size = size / torch.tensor(puzzle.shape[-1:-3:-1], device=size.device, dtype=size.dtype)  # canvas fractions
+        canvas = torch.tensor([puzzle.shape[-1], puzzle.shape[-2]], device=size.device, dtype=size.dtype)  # (W, H)
+        size = size / canvas  # (n r, 2): fractions of the canvas
         return allowed_places(flat.view(n, ROTATIONS, 4), size.view(n, ROTATIONS, 2), content, shape)
 
     def forward(
