@@ -17,7 +17,7 @@ from abr_lab.config import compose_config
 from abr_lab.predict import predict
 from abr_lab.puzzle_cnn.generator import MAX_STRENGTH, letterbox, load_photo, piece_canvas
 from abr_lab.puzzle_cnn.images import to_tensor
-from abr_lab.puzzle_cnn.predict import Letterbox, prepare_piece
+from abr_lab.puzzle_cnn.predict import Letterbox, locate, prepare_piece
 from abr_lab.train import train
 from tests.conftest import TINY_PUZZLE
 
@@ -104,6 +104,30 @@ def test_the_content_box_is_where_the_letterbox_put_the_image() -> None:
     placement = Letterbox(width=128, height=96, size=64, scale=scale, pad_x=pad_x, pad_y=pad_y)
     x1, y1, x2, y2 = (placement.content_box() * 64).round().astype(int)
     assert (canvas[y1:y2, x1:x2] == 255).all() and canvas.sum() == 255 * 3 * (y2 - y1) * (x2 - x1)
+
+
+class Recorder(torch.nn.Module):
+    """Stands in for the module: records the picture's box it is handed, answers box 0 and turn 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contents: list[torch.Tensor] = []
+
+    def forward(
+        self, piece: torch.Tensor, puzzle: torch.Tensor, puzzle_index: torch.Tensor, content: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        self.contents.append(content)
+        return {"box": torch.zeros(len(piece), 4), "rotation_logits": torch.zeros(len(piece), 4)}
+
+
+def test_locate_hands_the_module_where_the_picture_sits() -> None:
+    """The border rule needs the picture's edges: every forward pass gets the letterbox's content box."""
+    recorder, content = Recorder(), torch.tensor([0.0, 0.125, 1.0, 0.875])
+    boxes, probabilities = locate(
+        recorder, torch.rand(3, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu")
+    )
+    assert boxes.shape == (3, 4) and probabilities.shape == (3, 4)
+    assert len(recorder.contents) == 2 and all(torch.equal(c, content[None]) for c in recorder.contents)
 
 
 def test_wrong_inputs_are_named(checkpoint: Path, puzzle, tmp_path: Path) -> None:
