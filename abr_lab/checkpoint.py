@@ -19,7 +19,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigKeyError
 
 from abr_lab.atomic import atomic_path
@@ -64,18 +64,26 @@ def checkpoint_config(path: str | Path, overrides: Sequence[str] = ()) -> DictCo
 
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> DictConfig:
-    """`cfg` with command-line style ``key=value`` overrides; a key that `cfg` lacks is an error naming it."""
+    """`cfg` with command-line style ``key=value`` overrides; a key that `cfg` lacks is an error naming it, unless
+    the override adds it as Hydra does, ``+key=value`` (an option newer than the run, e.g. ``+model.known_grid=true``
+    on an older checkpoint); adding a key `cfg` has is an error too."""
     OmegaConf.set_struct(cfg, True)
     for override in overrides:
         key, sep, value = override.partition("=")
+        add = key.startswith("+")
+        key = key.removeprefix("+")
         if not sep or not key:
             raise ValueError(f"override {override!r}: expected key=value")
+        present = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+        if add and present:
+            raise ValueError(f"override {override!r}: {key!r} is already a key of {source}; drop the '+'")
+        if not (add or present):
+            raise ValueError(f"unknown option {key!r}: it is not a key of {source} (add one with '+{key}=...')")
         try:
-            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-                raise ConfigKeyError(key)
-            OmegaConf.update(cfg, key, _parse(value), merge=False)
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key, _parse(value), merge=False)
         except ConfigKeyError as error:
-            raise ValueError(f"unknown option {key!r}: it is not a key of {source}") from error
+            raise ValueError(f"override {override!r}: {error}") from error
     return cfg
 
 

@@ -11,6 +11,10 @@ cell's size from the outline's core (the piece is at puzzle scale), and the pict
 ``content`` box (where the image sits on the letterboxed canvas, known to whoever letterboxed it). A piece whose
 every side reads flat (rectangular pieces, or a canvas with no background to read an outline from) rules nothing out.
 
+When the grid (rows x cols) is known, as a puzzle's box tells its piece count, `grid_places` adds two rules: a
+piece's centre sits on a cell's centre, and its outline's core has the cell's shape, so where cells are not square a
+long piece lies along their long side (which rules out half the turns).
+
 Legend: m masks · n pieces · r rotation hypotheses (4) · s piece side · h w heatmap size.
 """
 
@@ -25,6 +29,12 @@ CORE_COVERAGE = 0.5  # a row / column is in the core when its mask coverage is >
 FLAT_TOLERANCE = 0.08
 MIDDLE = 1  # the outline's position on a side is the median over the middle 2 * MIDDLE + 1 lines
 SIDES = ("top", "right", "bottom", "left")
+# The known grid's rules. A centre snaps to a cell's centre when it lies within this share of the cell's side of it
+# (and always at the heatmap entry nearest to it).
+SNAP = 0.15
+# A core or a cell is oblong when its aspect (w / h) differs from 1 by more than this; the generator's cells are
+# 0.75-1.33 (picture aspects 3/4-4/3 on a square grid), and cores read off a photographed piece land within a few %.
+ASPECT_TOLERANCE = 0.08
 
 
 def _span(coverage: Tensor) -> tuple[Tensor, Tensor]:
@@ -120,3 +130,43 @@ def allowed_places(flat: Tensor, size: Tensor, content: Tensor, shape: tuple[int
         allowed &= torch.where(is_flat, at_edge, depth >= half)
     nowhere = ~allowed.flatten(1).any(dim=1)  # (n,)
     return allowed | nowhere[:, None, None, None]
+
+
+def cell_sizes(content: Tensor, grid: Tensor) -> Tensor:
+    """(n, 4) picture boxes on the canvas (x1, y1, x2, y2, normalised) and (n, 2) grids (rows, cols) -> (n, 2) a
+    cell's (width, height) as fractions of the canvas: the generator's grid divides the picture evenly."""
+    span = content[:, 2:] - content[:, :2]  # (n, 2) (width, height)
+    return span / grid.flip(1).to(span.dtype)  # (n, 2)
+
+
+def grid_places(size: Tensor, content: Tensor, grid: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Where each piece may lie at each rotation hypothesis when the grid is known.
+
+    Args:
+        size: (n, r, 2) each hypothesis's upright core (width, height) as fractions of the canvas (`flat_sides`).
+        content: (n, 4) the picture's box (x1, y1, x2, y2) on the canvas of each piece's puzzle, normalised.
+        grid: (n, 2) the (rows, cols) of each piece's puzzle.
+        shape: (h, w) of the heatmap, as in `allowed_places`.
+
+    Returns:
+        (n, r, h, w) bool: the entry's centre is within `SNAP` of a cell's side of that cell's centre (or is the
+        entry nearest to it), and, where both the core and the cell are oblong (`ASPECT_TOLERANCE`), the core's
+        long side lies along the cell's.
+    """
+    h, w = shape
+    cell = cell_sizes(content.to(size.dtype), grid)  # (n, 2)
+    on_centre = []
+    for axis, length in ((1, h), (0, w)):  # rows (y) then columns (x)
+        centres = (torch.arange(length, device=size.device, dtype=size.dtype) + 0.5) / length  # (length,)
+        start, step = content[:, axis, None].to(size.dtype), cell[:, axis, None]  # (n, 1) each
+        count = grid[:, 1 - axis, None]  # (n, 1) cells along this axis
+        index = ((centres - start) / step).floor().clamp(min=0)  # (n, length)
+        index = torch.minimum(index, (count - 1).to(size.dtype))
+        distance = (centres - (start + (index + 0.5) * step)).abs()  # (n, length) to the nearest cell's centre
+        on_centre.append(distance <= torch.clamp(SNAP * step, min=0.5 / length))  # (n, length)
+    snapped = on_centre[0][:, :, None] & on_centre[1][:, None, :]  # (n, h, w)
+    core_aspect = size[..., 0] / size[..., 1]  # (n, r)
+    cell_aspect = (cell[:, 0] / cell[:, 1])[:, None]  # (n, 1)
+    oblong = ((core_aspect - 1).abs() > ASPECT_TOLERANCE) & ((cell_aspect - 1).abs() > ASPECT_TOLERANCE)  # (n, r)
+    turned_right = ~oblong | ((core_aspect > 1) == (cell_aspect > 1))  # (n, r)
+    return snapped[:, None] & turned_right[:, :, None, None]  # (n, r, h, w)

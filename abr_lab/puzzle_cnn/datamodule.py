@@ -7,10 +7,10 @@ and photometric strength are read live from shared memory, so a curriculum can c
 items are fixed: `puzzles_per_image` crops per image, each seeded by (seed, split, index), with all their cells, at
 the configured grid and strength.
 
-An item is ``{"puzzle": (3, S, S), "content": (4,), "piece": (n, 3, s, s), "mask": (n, 1, s, s), "box": (n, 4),
-"rotation": (n,), "cell": (n, 2)}`` (``content``: where the picture sits on the letterboxed canvas, normalised x1,
-y1, x2, y2); `collate_puzzles` stacks the puzzles, concatenates the pieces of a batch and adds ``"puzzle_index":
-(N,)``.
+An item is ``{"puzzle": (3, S, S), "content": (4,), "grid": (2,), "piece": (n, 3, s, s), "mask": (n, 1, s, s),
+"box": (n, 4), "rotation": (n,), "cell": (n, 2)}`` (``content``: where the picture sits on the letterboxed canvas,
+normalised x1, y1, x2, y2; ``grid``: the puzzle's rows, cols); `collate_puzzles` stacks the puzzles, concatenates
+the pieces of a batch and adds ``"puzzle_index": (N,)``.
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ class PuzzleDataset(Dataset):
         return {
             "puzzle": to_tensor(puzzle.canvas),  # (3, S, S)
             "content": torch.from_numpy(puzzle.grid.content_box()),  # (4,)
+            "grid": torch.tensor([puzzle.grid.rows, puzzle.grid.cols], dtype=torch.int64),  # (2,)
             "piece": torch.stack([to_tensor(p.image) for p in pieces]),  # (n, 3, s, s)
             "mask": torch.from_numpy(np.stack([p.mask for p in pieces])[:, None].astype(np.float32)),  # (n, 1, s, s)
             "box": torch.from_numpy(np.stack([p.box for p in pieces])),  # (n, 4)
@@ -186,7 +187,7 @@ def collate_puzzles(items: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
     """Items -> the batch contract: puzzles stacked (P, ...), pieces concatenated (N, ...) with ``puzzle_index``."""
     counts = [len(item["rotation"]) for item in items]
     items = _same_canvas(items)
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("puzzle", "content")}
+    batch = {key: torch.stack([item[key] for item in items]) for key in ("puzzle", "content", "grid")}
     for key in ("piece", "mask", "box", "rotation", "cell"):
         batch[key] = torch.cat([item[key] for item in items])
     batch["puzzle_index"] = torch.repeat_interleave(torch.arange(len(items)), torch.tensor(counts))

@@ -73,6 +73,9 @@ class PuzzleModule(L.LightningModule):
         compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
             into an uncompiled network.
         figure_pieces: how many pieces that figure shows.
+        known_grid: the network is told each puzzle's grid (rows x cols, batch ``grid``), as a puzzle's box tells
+            its piece count: it then places pieces on cell centres, turns oblong pieces along oblong cells and
+            sizes boxes as cells (`PuzzleNet`'s ``grid_prior``). False = piece and puzzle images only.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class PuzzleModule(L.LightningModule):
         figure_every_n_epochs: int = 1,
         compile: bool = False,
         figure_pieces: int = 4,
+        known_grid: bool = False,
     ) -> None:
         super().__init__()
         weights = {term: 1.0 for term in LOSS_TERMS}
@@ -104,6 +108,7 @@ class PuzzleModule(L.LightningModule):
         if compile:
             compile_network(self.net)
         self.loss_weights = weights
+        self.known_grid = known_grid
         self.metrics = nn.ModuleDict({"val": PuzzleMetrics(), "test": PuzzleMetrics()})
         # validation and test losses as sums and counts: exact across processes (a mean of per-process means is not)
         names = ["loss", *(f"loss_{term}" for term in LOSS_TERMS)]
@@ -112,15 +117,27 @@ class PuzzleModule(L.LightningModule):
         )
 
     def forward(
-        self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, content: Tensor | None = None
+        self,
+        piece: Tensor,
+        puzzle: Tensor,
+        puzzle_index: Tensor,
+        content: Tensor | None = None,
+        grid: Tensor | None = None,
     ) -> dict[str, Any]:
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle of each piece, (p, 4) where each picture sits on
-        its canvas (None = the whole canvas) -> the network's output dict."""
-        return self.net(piece, puzzle, puzzle_index, content)
+        its canvas (None = the whole canvas) and (p, 2) each puzzle's grid (rows, cols; None = unknown) -> the
+        network's output dict."""
+        return self.net(piece, puzzle, puzzle_index, content, grid)
 
     def run_batch(self, batch: Batch) -> dict[str, Any]:
-        """The network's output dict on a batch (the contract of `collate_puzzles`; ``content`` optional)."""
-        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"))
+        """The network's output dict on a batch (the contract of `collate_puzzles`; ``content`` optional, ``grid``
+        read only with `known_grid`)."""
+        grid = None
+        if self.known_grid:
+            if "grid" not in batch:
+                raise KeyError("known_grid: the batch has no 'grid' (rows, cols per puzzle) to tell the network")
+            grid = batch["grid"]
+        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"), grid)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

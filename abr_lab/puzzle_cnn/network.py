@@ -15,8 +15,10 @@ luminance (a hue change moves colour, not brightness), by masked zero-mean NCC c
 The level maps, each times a learnable scale, are upsampled to the finest level and summed, and a small residual
 conv stack (zero-initialised, so it starts as the identity; off by default, see `PuzzleNet`) may refine them into
 joint (rotation, y, x) heatmap logits. The border rule (`abr_lab.puzzle_cnn.borders`) then lowers the logits of the
-(rotation, place) pairs the piece's outline rules out: a flat side away from the picture's edge, a knobbed one on it.
-Read-out keeps location all the way (no global pooling):
+(rotation, place) pairs the piece's outline rules out: a flat side away from the picture's edge, a knobbed one on it;
+when `forward` is told the puzzles' grid, also the places off every cell's centre and the turns that lay an oblong
+piece across oblong cells (`borders.grid_places`), and the box is then the cell nearest the read-out's centre
+(`snap_to_grid`). Read-out keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
 - centre = soft-argmax, the expected cell centre under the location marginal, within `readout_radius` cells of its
@@ -48,7 +50,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
-from abr_lab.puzzle_cnn.borders import allowed_places, flat_sides
+from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, flat_sides, grid_places
 from abr_lab.registry import register_variant
 
 FAMILY = "puzzle_cnn"
@@ -59,6 +61,7 @@ PIXEL_MATCHES = ("silhouette", "crop")
 PIXEL_COLOURS = ("luminance", "rgb")
 ROTATION_READOUTS = ("marginal", "peak")
 BORDER_PRIOR = 20.0  # default logit penalty of the places the border rule rules out (`PuzzleNet`'s border_prior)
+GRID_PRIOR = 20.0  # default logit penalty of the places a known grid rules out (`PuzzleNet`'s grid_prior)
 SILHOUETTE_TOLERANCE = 1e-4  # a canvas pixel this close to the corner colour (normalised units) is background
 PIXEL_ERODE = 1  # default rim (px) the silhouette level leaves out of the piece's mask (`erode`)
 PIXEL_BLUR = 0.5  # default Gaussian sigma (px) of the puzzle at the silhouette level (`gaussian_blur`)
@@ -335,6 +338,18 @@ def read_out(heatmap: Tensor, size: Tensor, radius: int | None = None) -> tuple[
     return box.clamp(0, 1), marginal_logits, peak_logits
 
 
+def snap_to_grid(box: Tensor, content: Tensor, grid: Tensor) -> Tensor:
+    """(n, 4) boxes, (n, 4) their pictures' boxes on the canvas and (n, 2) known grids (rows, cols) -> (n, 4) the
+    cell whose centre is nearest each box's centre: with the grid known, a piece's box is a cell. The centre moves
+    straight-through (its value is the cell's, its gradient the box's), so the box losses still train the read-out."""
+    cell = cell_sizes(content.to(box.dtype), grid)  # (n, 2) (w, h)
+    start, count = content[:, :2].to(box.dtype), grid.flip(1).to(box.dtype)  # (n, 2) each, (x, y)
+    centre = (box[:, :2] + box[:, 2:]) / 2  # (n, 2)
+    index = torch.minimum(((centre - start) / cell).floor().clamp(min=0), count - 1)  # (n, 2)
+    snapped = centre + (start + (index + 0.5) * cell - centre).detach()  # (n, 2)
+    return torch.cat([snapped - cell / 2, snapped + cell / 2], dim=1)  # (n, 4)
+
+
 def _canonical(key: str) -> str:
     """timm's `features_only` wrappers flatten module paths ('stem.0' -> 'stem_0'): compare keys with '_' as '.'."""
     return key.replace("_", ".")
@@ -493,6 +508,9 @@ class PuzzleNet(nn.Module):
             it) are lowered by this much; 0 = off (the network before 2026-12-07). The default is several times
             the gap between a piece's own place and its look-alikes (pixel scale ~30-46 x correlation gaps of
             ~0.05-0.3), so a ruled-out place wins only where the map has nothing better.
+        grid_prior: when `forward` is given the puzzles' grid (rows x cols), the logits of the (rotation, place)
+            pairs it rules out (`abr_lab.puzzle_cnn.borders.grid_places`: a centre off every cell's centre, an
+            oblong piece across oblong cells) are lowered by this much; 0 = only the box's size comes from the grid.
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
     """
 
@@ -515,6 +533,7 @@ class PuzzleNet(nn.Module):
         readout_radius: int | None = 2,
         rotation_readout: str = "peak",
         border_prior: float = BORDER_PRIOR,
+        grid_prior: float = GRID_PRIOR,
         pretrained_path: str | None = None,
     ) -> None:
         super().__init__()
@@ -544,8 +563,8 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"readout_radius must be >= 0 or None, got {readout_radius}")
         if rotation_readout not in ROTATION_READOUTS:
             raise ValueError(f"rotation_readout: unknown {rotation_readout!r}; known: {', '.join(ROTATION_READOUTS)}")
-        if not border_prior >= 0:
-            raise ValueError(f"border_prior must be >= 0, got {border_prior}")
+        if not border_prior >= 0 or not grid_prior >= 0:
+            raise ValueError(f"border_prior and grid_prior must be >= 0, got {border_prior} and {grid_prior}")
         self.template_fraction = template_fraction
         self.readout_radius = readout_radius
         self.rotation_readout = rotation_readout
@@ -556,6 +575,7 @@ class PuzzleNet(nn.Module):
         self.pixel_colour = pixel_colour
         self.pixel_blur = pixel_blur
         self.border_prior = border_prior
+        self.grid_prior = grid_prior
         # encoder
         self.backbone = timm.create_model(
             backbone, pretrained=False, features_only=True, out_indices=tuple(int(i) for i in out_indices)
@@ -613,21 +633,24 @@ class PuzzleNet(nn.Module):
         puzzle_index: Tensor,
         size_scale: float,
         pixel_map: Tensor | None = None,
-        allowed: Tensor | None = None,
+        ruled_out: Tensor | None = None,
+        grid: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
         """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side, the ``silhouette``
-        pixel level's (n, r, h, w) map when on and the border rule's (n, r, h, w) `allowed_places` when on -> the
-        output dict."""
+        pixel level's (n, r, h, w) map when on, the (n, r, h, w) logit penalty of the places the rules rule out
+        (`place_penalty`) and a known grid, (n, 4) pictures' boxes and (n, 2) (rows, cols) -> the output dict."""
         correlations = [
             correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)] fine -> coarse
         if pixel_map is not None:
             correlations.insert(0, pixel_map.to(correlations[0].dtype))
         heatmap = self.fusion(correlations)  # (n, r, h, w)
-        if allowed is not None:
-            heatmap = heatmap - self.border_prior * (~allowed).to(heatmap.dtype)  # (n, r, h, w)
+        if ruled_out is not None:
+            heatmap = heatmap - ruled_out.to(heatmap.dtype)  # (n, r, h, w)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
         box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
+        if grid is not None:
+            box = snap_to_grid(box, *grid)  # (n, 4)
         return {
             "box": box,
             "rotation_logits": peak_logits if self.rotation_readout == "peak" else marginal_logits,
@@ -636,23 +659,42 @@ class PuzzleNet(nn.Module):
             "correlations": correlations,
         }
 
-    def border_places(self, piece: Tensor, puzzle: Tensor, content: Tensor, shape: tuple[int, int]) -> Tensor:
-        """The border rule: (n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n, 4) their pictures' boxes on the canvas
-        -> (n, r, h, w) bool `allowed_places` at each rotation hypothesis, from the outline read off each piece."""
+    def place_penalty(
+        self, piece: Tensor, puzzle: Tensor, content: Tensor, grid: Tensor | None, shape: tuple[int, int]
+    ) -> Tensor | None:
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n, 4) their pictures' boxes on the canvas and (n, 2) grids
+        (rows, cols; None = unknown) -> the (n, r, h, w) logit penalty of the places the outline read off each piece
+        rules out: `border_prior` where `allowed_places` says no, plus `grid_prior` where `grid_places` does; None
+        when no rule is on."""
+        border = self.border_prior > 0
+        gridded = grid is not None and self.grid_prior > 0
+        if not (border or gridded):
+            return None
         n = piece.shape[0]
         outlines = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
         flat, size = flat_sides(outlines)  # (n r, 4), (n r, 2) px
         canvas = torch.tensor([puzzle.shape[-1], puzzle.shape[-2]], device=size.device, dtype=size.dtype)  # (W, H)
-        size = size / canvas  # (n r, 2): fractions of the canvas
-        return allowed_places(flat.view(n, ROTATIONS, 4), size.view(n, ROTATIONS, 2), content, shape)
+        flat, size = flat.view(n, ROTATIONS, 4), (size / canvas).view(n, ROTATIONS, 2)  # size: canvas fractions
+        penalty = torch.zeros(n, ROTATIONS, *shape, device=piece.device)  # (n, r, h, w)
+        if border:
+            penalty += self.border_prior * (~allowed_places(flat, size, content, shape)).float()
+        if gridded:
+            penalty += self.grid_prior * (~grid_places(size, content, grid, shape)).float()
+        return penalty
 
     def forward(
-        self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, content: Tensor | None = None
+        self,
+        piece: Tensor,
+        puzzle: Tensor,
+        puzzle_index: Tensor,
+        content: Tensor | None = None,
+        grid: Tensor | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece and (p, 4) where each puzzle's
-        picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) -> dict with "box" (n, 4),
-        "rotation_logits" (n, 4) (the answer, by `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the
-        loss trains), "heatmap" (n, 4, h, w) and "correlations" [(n, 4, H_l, W_l)]."""
+        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece, (p, 4) where each puzzle's
+        picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) and (p, 2) each puzzle's
+        grid (rows, cols; None = unknown) -> dict with "box" (n, 4), "rotation_logits" (n, 4) (the answer, by
+        `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains), "heatmap" (n, 4, h, w) and
+        "correlations" [(n, 4, H_l, W_l)]."""
         if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:
             shapes = f"{tuple(piece.shape)} and {tuple(puzzle.shape)}"
             raise ValueError(f"expected square pieces (n, 3, s, s) and puzzles (p, 3, S, S), got {shapes}")
@@ -660,18 +702,22 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"puzzle_index: expected shape ({piece.shape[0]},), got {tuple(puzzle_index.shape)}")
         if content is not None and content.shape != (puzzle.shape[0], 4):
             raise ValueError(f"content: expected shape ({puzzle.shape[0]}, 4), got {tuple(content.shape)}")
+        if grid is not None and grid.shape != (puzzle.shape[0], 2):
+            raise ValueError(f"grid: expected shape ({puzzle.shape[0]}, 2) (rows, cols), got {tuple(grid.shape)}")
         puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
         size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
         pixel_map = None
         if self.pixel_stride is not None and self.pixel_match == "silhouette":
             pixel_map = self.silhouette_level(piece, puzzle, puzzle_index)  # (n, r, S / stride, S / stride)
-        allowed = None
-        if self.border_prior > 0:
-            if content is None:
-                content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
-            shape = (pixel_map if pixel_map is not None else puzzle_maps[0]).shape[-2:]  # the heatmap's (h, w)
-            allowed = self.border_places(piece, puzzle, content[puzzle_index], tuple(shape))  # (n, r, h, w)
-        return self.forward_head(puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map, allowed)
+        if content is None:
+            content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
+        content, grid = content[puzzle_index], None if grid is None else grid[puzzle_index]  # (n, 4), (n, 2)
+        shape = tuple((pixel_map if pixel_map is not None else puzzle_maps[0]).shape[-2:])  # the heatmap's (h, w)
+        ruled_out = self.place_penalty(piece, puzzle, content, grid, shape)  # (n, r, h, w) or None
+        known = None if grid is None else (content, grid)
+        return self.forward_head(
+            puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map, ruled_out, known
+        )
 
 
 register_variant("puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128)

@@ -7,7 +7,8 @@ Both images go through the geometry of training (`generator`): the puzzle is let
 image's resolution, is scaled by the same factor (pieces are drawn at puzzle scale) and centred on the square canvas
 training drew pieces on (`generator.piece_canvas` of the configured grid), the rest of the canvas filled with the
 piece image's median border colour (training pieces sit on a plain background). A piece larger than that canvas
-comes from a coarser grid than the model knows, and is refused.
+comes from a coarser grid than the model knows, and is refused. A model with ``model.known_grid=true`` is told the
+puzzle's grid: ``data.rows`` x ``data.cols`` (the checkpoint's unless overridden, e.g. ``data.rows=20 data.cols=15``).
 
 The JSON holds the puzzle's size and letterbox, and per piece:
 
@@ -129,18 +130,25 @@ def prepare_piece(image: np.ndarray, scale: float, canvas: int, name: str = "pie
 
 
 def locate(
-    module: torch.nn.Module, pieces: Tensor, puzzle: Tensor, content: Tensor, batch_size: int, device: torch.device
+    module: torch.nn.Module,
+    pieces: Tensor,
+    puzzle: Tensor,
+    content: Tensor,
+    batch_size: int,
+    device: torch.device,
+    grid: Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 3, s, s) pieces of one (3, S, S) puzzle whose picture sits at (4,) `content` on its canvas -> boxes
-    (n, 4) normalised to the canvas and rotation probabilities (n, 4), from the module's forward (what its
-    `predict_step` reads)."""
+    """(n, 3, s, s) pieces of one (3, S, S) puzzle whose picture sits at (4,) `content` on its canvas, and its (2,)
+    grid (rows, cols) when the module is told it -> boxes (n, 4) normalised to the canvas and rotation probabilities
+    (n, 4), from the module's forward (what its `predict_step` reads)."""
     puzzle = puzzle[None].to(device)  # (1, 3, S, S)
     content = content[None].to(device)  # (1, 4)
+    grid = None if grid is None else grid[None].to(device)  # (1, 2)
     boxes, probabilities = [], []
     with torch.inference_mode():
         for rows in batches(len(pieces), batch_size):
             piece = pieces[rows].to(device)  # (b, 3, s, s)
-            out = module(piece, puzzle, torch.zeros(len(piece), dtype=torch.long, device=device), content)
+            out = module(piece, puzzle, torch.zeros(len(piece), dtype=torch.long, device=device), content, grid)
             boxes.append(out["box"].float().cpu())  # (b, 4)
             probabilities.append(out["rotation_logits"].float().softmax(dim=1).cpu())  # (b, 4)
     return torch.cat(boxes).numpy(), torch.cat(probabilities).numpy()
@@ -167,7 +175,8 @@ def run(
     files = image_files(input, exclude=Path(puzzle))
     pieces = torch.stack([to_tensor(prepare_piece(read_image(f), placement.scale, canvas, str(f))) for f in files])
     content = torch.from_numpy(placement.content_box())  # (4,)
-    boxes, probabilities = locate(trained.module, pieces, puzzle_tensor, content, batch_size, device)
+    grid = torch.tensor([int(data.rows), int(data.cols)]) if trained.module.known_grid else None
+    boxes, probabilities = locate(trained.module, pieces, puzzle_tensor, content, batch_size, device, grid)
     boxes_px = placement.to_image(boxes)
     normalised = boxes_px / np.array([placement.width, placement.height] * 2, dtype=np.float64)
     root = input if input.is_dir() else input.parent

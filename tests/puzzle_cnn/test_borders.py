@@ -1,4 +1,5 @@
-"""The border rule: flat sides read off generated pieces, and where they allow a piece to lie."""
+"""The border rule and the known grid's: flat sides and cores read off generated pieces, and where they allow a piece
+to lie."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from abr_lab.puzzle_cnn.borders import allowed_places, core_box, flat_sides
+from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, core_box, flat_sides, grid_places
 from abr_lab.puzzle_cnn.generator import make_puzzle, render_piece
 from abr_lab.puzzle_cnn.network import PuzzleNet, rotation_hypotheses, silhouette
 from abr_lab.registry import create_model
@@ -109,3 +110,71 @@ def test_the_border_prior_lowers_only_the_ruled_out_places_and_keeps_the_true_on
         centre = int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)
         assert drop[i, p.rotation, centre[0], centre[1]].abs() < 1e-4, "the true place and turn are allowed"
         assert (drop[i] > 1).float().mean() > 0.5, "most places are ruled out"
+
+
+def test_grid_places_on_a_hand_made_grid() -> None:
+    """A 2 x 4 grid over a picture at y in [0.125, 0.875]: cells 0.25 wide, 0.375 tall (taller than wide)."""
+    content, grid = torch.tensor([[0.0, 0.125, 1.0, 0.875]]), torch.tensor([[2, 4]])
+    assert torch.allclose(cell_sizes(content, grid), torch.tensor([[0.25, 0.375]]))
+    size = torch.tensor([[[0.2, 0.3], [0.3, 0.2], [0.2, 0.2], [0.3, 0.2]]])  # (1, r, 2): tall, wide, square, wide
+    places = grid_places(size, content, grid, (16, 16))  # (1, 4, 16, 16), centres (i + 0.5) / 16
+    # within 0.15 of a cell of a centre: x centres 0.125, 0.375, ... +- 0.0375; y centres 0.3125, 0.6875 +- 0.05625
+    columns = places[0, 0].any(dim=0).nonzero().squeeze(1).tolist()
+    rows = places[0, 0].any(dim=1).nonzero().squeeze(1).tolist()
+    assert columns == [1, 2, 5, 6, 9, 10, 13, 14] and rows == [4, 5, 10, 11]
+    assert places[0, 2].equal(places[0, 0]), "a square core rules no turn out"
+    assert not places[0, 1].any() and not places[0, 3].any(), "a wide piece cannot lie in a tall cell"
+
+
+def test_grid_places_snap_to_the_nearest_entry_when_cells_are_small() -> None:
+    """8 cells across an 8-wide heatmap: 0.15 of a cell is under half an entry, so each cell keeps its own entry."""
+    places = grid_places(
+        torch.full((1, 1, 2), 0.125), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[8, 8]]), (8, 8)
+    )
+    assert places.all()
+
+
+def test_the_known_grid_never_rules_out_the_true_place_and_turn(puzzle) -> None:
+    """Every piece of a generated 4 x 4 jigsaw (oblong cells), photographed at full strength: the grid's rule keeps
+    the entry at its cell's centre at its true turn, and rules out the turns across the cell."""
+    rng = np.random.default_rng(3)
+    content = torch.from_numpy(puzzle.grid.content_box())[None]  # (1, 4)
+    grid = torch.tensor([[ROWS, COLS]])
+    cell = cell_sizes(content, grid)[0]
+    assert (cell[0] / cell[1] - 1).abs() > 0.08, "the fixture's cells are oblong"
+    h = w = 128
+    for row in range(ROWS):
+        for col in range(COLS):
+            piece = render_piece(puzzle, row, col, 104, 1.0, rng)
+            canvas = torch.from_numpy(piece.image).permute(2, 0, 1)[None].float() / 255  # (1, 3, s, s)
+            outlines = silhouette(rotation_hypotheses(canvas))[:, 0] > 0.5  # (r, s, s)
+            _, size = flat_sides(outlines)  # (r, 2) px
+            places = grid_places(size[None] / puzzle.canvas.shape[0], content, grid, (h, w))  # (1, r, h, w)
+            x1, y1, x2, y2 = piece.box
+            i, j = int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)
+            assert places[0, piece.rotation, i, j], (row, col, piece.rotation)
+            assert not places[0, (piece.rotation + 1) % 4].any(), (row, col, piece.rotation)
+
+
+def test_a_known_grid_lowers_only_what_it_rules_out_and_boxes_the_cell(puzzle) -> None:
+    torch.manual_seed(0)
+    net = create_model("puzzle_cnn_tiny", border_prior=0.0, grid_prior=5.0).eval()
+    rng = np.random.default_rng(4)
+    pieces = [render_piece(puzzle, row, col, 104, 1.0, rng) for row, col in [(0, 3), (2, 1)]]
+    piece = torch.stack([torch.from_numpy(p.image).permute(2, 0, 1).float() / 255 for p in pieces])  # (2, 3, s, s)
+    canvas = torch.from_numpy(puzzle.canvas).permute(2, 0, 1)[None].float() / 255  # (1, 3, S, S)
+    content, grid = torch.from_numpy(puzzle.grid.content_box())[None], torch.tensor([[ROWS, COLS]])
+    index = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        known = net(piece, canvas, index, content, grid)
+        unknown = net(piece, canvas, index, content)
+    drop = unknown["heatmap"] - known["heatmap"]  # (2, 4, h, w): 0 where the grid allows, the prior elsewhere
+    assert torch.allclose(drop[drop.abs() > 1e-4], torch.tensor(5.0))
+    h, w = drop.shape[-2:]
+    cell = cell_sizes(content, grid)[0]  # (2,) (w, h)
+    for i, p in enumerate(pieces):
+        x1, y1, x2, y2 = p.box
+        assert drop[i, p.rotation, int((y1 + y2) / 2 * h), int((x1 + x2) / 2 * w)].abs() < 1e-4
+        assert (drop[i] > 1).float().mean() > 0.9, "off-centre places and the turns across the cell are ruled out"
+    box = known["box"]
+    torch.testing.assert_close(box[:, 2:] - box[:, :2], cell.expand(2, 2), atol=1e-5, rtol=0)

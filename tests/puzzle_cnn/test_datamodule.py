@@ -30,10 +30,11 @@ def dm() -> PuzzlePhotosDataModule:
 
 
 def check_contract(batch: dict[str, torch.Tensor], puzzles: int, pieces: int, size: int = 96, piece: int = 40):
-    assert set(batch) == {"puzzle", "content", "piece", "mask", "puzzle_index", "box", "rotation", "cell"}
+    assert set(batch) == {"puzzle", "content", "grid", "piece", "mask", "puzzle_index", "box", "rotation", "cell"}
     shapes = {
         "puzzle": (puzzles, 3, size, size),
         "content": (puzzles, 4),
+        "grid": (puzzles, 2),
         "piece": (pieces, 3, piece, piece),
         "mask": (pieces, 1, piece, piece),
         "puzzle_index": (pieces,),
@@ -52,6 +53,9 @@ def check_contract(batch: dict[str, torch.Tensor], puzzles: int, pieces: int, si
     assert (batch["puzzle_index"].diff() >= 0).all() and batch["puzzle_index"].max() == puzzles - 1
     content = batch["content"][batch["puzzle_index"]]  # (pieces, 4): every cell inside its puzzle's picture
     assert (box[:, :2] >= content[:, :2] - 1e-6).all() and (box[:, 2:] <= content[:, 2:] + 1e-6).all()
+    # the grid divides the picture evenly: every cell has the picture's size over (cols, rows), to a pixel
+    cell = (content[:, 2:] - content[:, :2]) / batch["grid"][batch["puzzle_index"]].flip(1)  # (pieces, 2)
+    torch.testing.assert_close(box[:, 2:] - box[:, :2], cell, atol=1.5 / size, rtol=0)
 
 
 def test_val_and_train_batches_follow_the_contract(dm):

@@ -66,6 +66,23 @@ def test_checkpoint_predicts_without_hydra(trained) -> None:
     assert ((out["rotation_probability"] > 0) & (out["rotation_probability"] <= 1)).all()
 
 
+def test_known_grid_tells_the_network_each_puzzles_grid() -> None:
+    dm = PuzzlePhotosDataModule(puzzle_size=64, rows=2, cols=2, puzzles_per_image=1)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    told, untold = PuzzleModule(arch="puzzle_cnn_tiny", known_grid=True), PuzzleModule(arch="puzzle_cnn_tiny")
+    untold.load_state_dict(told.state_dict())
+    with torch.no_grad():
+        boxes = told.run_batch(batch)["box"]
+        free = untold.run_batch(batch)["box"]
+    cells = batch["box"][:, 2:] - batch["box"][:, :2]  # (n, 2): every cell of a 2 x 2 grid has the same size
+    torch.testing.assert_close(boxes[:, 2:] - boxes[:, :2], cells, atol=1.5 / 64, rtol=0)
+    assert not torch.allclose(free[:, 2:] - free[:, :2], cells, atol=1.5 / 64), "untold, the size is the network's"
+    with pytest.raises(KeyError, match="known_grid: the batch has no 'grid'"):
+        told.run_batch({key: value for key, value in batch.items() if key != "grid"})
+
+
 @pytest.mark.slow
 def test_tiny_model_learns_a_2x2_puzzle_above_chance(tmp_path) -> None:
     """Chance: rotation 1/4; a box guessed from the four cells hits IoU >= 0.5 one time in four. Trained on the

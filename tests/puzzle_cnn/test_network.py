@@ -27,6 +27,7 @@ from abr_lab.puzzle_cnn.network import (
     rotation_hypotheses,
     silhouette,
     silhouette_correlation,
+    snap_to_grid,
     template_side,
 )
 from abr_lab.registry import create_model, list_models
@@ -344,6 +345,17 @@ def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() ->
     torch.testing.assert_close(box, expected, atol=1e-4, rtol=0)  # the second one clamped at x = 0
 
 
+def test_snap_to_grid_boxes_the_nearest_cell_and_passes_the_gradient_through() -> None:
+    """A 2 x 4 grid over a picture at y in [0.125, 0.875]: cells 0.25 x 0.375."""
+    content, grid = torch.tensor([[0.0, 0.125, 1.0, 0.875]]).expand(2, 4), torch.tensor([[2, 4]]).expand(2, 2)
+    box = torch.tensor([[0.55, 0.5, 0.75, 0.6], [-0.1, 0.8, 0.1, 1.0]], requires_grad=True)  # centres inside, off
+    snapped = snap_to_grid(box, content, grid)
+    expected = torch.tensor([[0.5, 0.5, 0.75, 0.875], [0.0, 0.5, 0.25, 0.875]])  # cells (1, 2) and (1, 0)
+    torch.testing.assert_close(snapped, expected, atol=1e-6, rtol=0)
+    snapped.sum().backward()
+    torch.testing.assert_close(box.grad, torch.ones(2, 4))
+
+
 def test_rotation_at_peak_is_the_turn_of_the_match_the_box_comes_from() -> None:
     heatmap = torch.zeros(1, 4, 16, 16)
     heatmap[0, 1, 3, 4] = 12.0  # one sharp match, turned once
@@ -454,6 +466,7 @@ def test_pretrained_path_errors_name_the_file(tmp_path: Path) -> None:
         ({"pixel_blur": -0.5}, "pixel_blur"),
         ({"rotation_readout": "argmax"}, "rotation_readout"),
         ({"border_prior": -1.0}, "border_prior"),
+        ({"grid_prior": -1.0}, "grid_prior"),
     ],
 )
 def test_invalid_arguments_raise_early(overrides: dict, message: str) -> None:
@@ -470,6 +483,8 @@ def test_input_errors_name_the_shape() -> None:
         net(piece[..., :30], puzzle, index)
     with pytest.raises(ValueError, match="content"):
         net(piece, puzzle, index, torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="grid"):
+        net(piece, puzzle, index, None, torch.tensor([[4, 4]]))
 
 
 def test_templates_are_the_odd_centre_of_the_piece_map() -> None:

@@ -81,6 +81,17 @@ def test_the_json_holds_the_modules_boxes_and_rotations(checkpoint: Path, puzzle
         np.testing.assert_allclose(piece["box"], px / [128, 96, 128, 96], atol=1e-5)
 
 
+def test_a_model_told_the_grid_answers_cells_of_the_puzzles_grid(checkpoint: Path, puzzle) -> None:
+    """The checkpoint's 2 x 2 grid over the letterboxed picture (y in [8, 56] of 64 px): cells 0.5 x 0.375."""
+    path, _, pieces = puzzle
+    report = json.loads(predict(checkpoint, pieces, puzzle=path, overrides=["model.known_grid=true"]).read_text())
+    for piece in report["pieces"]:
+        x1, y1, x2, y2 = piece["box_canvas"]
+        assert x1 == pytest.approx(0.0, abs=1e-6) or x1 == pytest.approx(0.5, abs=1e-6)
+        assert y1 == pytest.approx(8 / 64, abs=1e-6) or y1 == pytest.approx(8 / 64 + 0.375, abs=1e-6)
+        assert (x2 - x1, y2 - y1) == pytest.approx((0.5, 0.375), abs=1e-6)
+
+
 def test_a_piece_is_scaled_and_centred_on_the_training_canvas() -> None:
     rng = np.random.default_rng(0)
     piece = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
@@ -107,16 +118,23 @@ def test_the_content_box_is_where_the_letterbox_put_the_image() -> None:
 
 
 class Recorder(torch.nn.Module):
-    """Stands in for the module: records the picture's box it is handed, answers box 0 and turn 0."""
+    """Stands in for the module: records the picture's box and grid it is handed, answers box 0 and turn 0."""
 
     def __init__(self) -> None:
         super().__init__()
         self.contents: list[torch.Tensor] = []
+        self.grids: list[torch.Tensor | None] = []
 
     def forward(
-        self, piece: torch.Tensor, puzzle: torch.Tensor, puzzle_index: torch.Tensor, content: torch.Tensor
+        self,
+        piece: torch.Tensor,
+        puzzle: torch.Tensor,
+        puzzle_index: torch.Tensor,
+        content: torch.Tensor,
+        grid: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
         self.contents.append(content)
+        self.grids.append(grid)
         return {"box": torch.zeros(len(piece), 4), "rotation_logits": torch.zeros(len(piece), 4)}
 
 
@@ -128,6 +146,10 @@ def test_locate_hands_the_module_where_the_picture_sits() -> None:
     )
     assert boxes.shape == (3, 4) and probabilities.shape == (3, 4)
     assert len(recorder.contents) == 2 and all(torch.equal(c, content[None]) for c in recorder.contents)
+    assert recorder.grids == [None, None], "no grid unless the module is told it"
+    locate(recorder, torch.rand(1, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu"),
+           torch.tensor([4, 3]))  # fmt: skip
+    assert torch.equal(recorder.grids[-1], torch.tensor([[4, 3]]))
 
 
 def test_wrong_inputs_are_named(checkpoint: Path, puzzle, tmp_path: Path) -> None:
