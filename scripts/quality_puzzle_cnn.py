@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import puzzle_baselines  # noqa: E402
 
+from abr_lab.atomic import atomic_write_text  # noqa: E402
 from abr_lab.checkpoint import checkpoint_config  # noqa: E402
 from abr_lab.config import compose_config  # noqa: E402
 from abr_lab.evaluate import evaluate  # noqa: E402
@@ -59,14 +60,13 @@ def baseline_figures(data: dict[str, Any], overrides: list[str]) -> dict[str, An
     return puzzle_baselines.main(data_overrides)["results"]["template_ccoeff_normed"]
 
 
-def other_grid_figures(run_dir: Path, told: bool) -> dict[str, float]:
-    """The run's best checkpoint on the test split, told the grid when the run was not (and not when it was)."""
-    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
-    known = OmegaConf.select(checkpoint_config(best), "model.known_grid")
-    prefix = "" if known is not None else "+"  # runs from before the option: add it
-    name = "untold" if told else "known"
-    override = f"{prefix}model.known_grid={'false' if told else 'true'}"
-    summary = evaluate(best, [override], output_dir=run_dir / "evaluate" / f"grid_{name}")
+def other_grid_figures(run_dir: Path, best: str, known_grid: bool | None) -> dict[str, float]:
+    """The run's `best` checkpoint on the test split, told the grid when the run was not (and not when it was);
+    `known_grid` is the run's setting, None for runs from before the option (which were not told)."""
+    prefix = "" if known_grid is not None else "+"  # a run from before the option: add it to its config
+    told = not known_grid
+    override = f"{prefix}model.known_grid={str(told).lower()}"
+    summary = evaluate(best, [override], output_dir=run_dir / "evaluate" / ("grid_told" if told else "grid_untold"))
     return {key: summary["test"][f"test/{key}"] for key in KEYS}
 
 
@@ -108,18 +108,21 @@ def main(argv: list[str]) -> int:
         run_dir, minutes = train_run(overrides)
     summary = json.loads((run_dir / "metrics.json").read_text())
     data = data_config(overrides)
-    told = bool(OmegaConf.select(checkpoint_config(summary["best_checkpoint"]), "model.known_grid", default=False))
+    known_grid = OmegaConf.select(checkpoint_config(summary["best_checkpoint"]), "model.known_grid")
+    told = bool(known_grid)
     trained = {key: summary["test"][f"test/{key}"] for key in KEYS}
-    other = other_grid_figures(run_dir, told)
+    other = other_grid_figures(run_dir, summary["best_checkpoint"], known_grid)
     mine, with_grid = (other, trained) if told else (trained, other)
     figures = baseline_figures(data, overrides)  # once: on a cache miss this runs template matching (~12 min)
     baseline = {key: figures[key] for key in KEYS}
     rows = {"puzzle_cnn": mine, "puzzle_cnn, grid told": with_grid, "template_matching": baseline}
 
     grid = f"{data['rows']} x {data['cols']}"
-    took = f"{minutes:.1f} min of training and testing; "
     print(f"\nPuzzleCNN, test split: photos {data.get('test_images', 'of the folder')}, grid {grid}, puzzle")
-    print(f"{data['puzzle_size']} px ({took}run: {run_dir}; trained {'told' if told else 'not told'} the grid)")
+    print(
+        f"{data['puzzle_size']} px ({minutes:.1f} min of training and testing; run: {run_dir}; trained"
+        f" {'told' if told else 'not told'} the grid)"
+    )
     print(table(rows))
     checks = verdict(mine, baseline)
     grid_checks = verdict(with_grid, baseline)
@@ -137,7 +140,7 @@ def main(argv: list[str]) -> int:
         "minutes": minutes,
         "overrides": overrides,
     }
-    (run_dir / "quality.json").write_text(json.dumps(report, indent=2))
+    atomic_write_text(run_dir / "quality.json", json.dumps(report, indent=2))  # --run rewrites it: never half of it
     return 0 if passed else 1
 
 
