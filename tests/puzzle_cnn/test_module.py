@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -81,6 +82,19 @@ def test_known_grid_tells_the_network_each_puzzles_grid() -> None:
     assert not torch.allclose(free[:, 2:] - free[:, :2], cells, atol=1.5 / 64), "untold, the size is the network's"
     with pytest.raises(KeyError, match="known_grid: the batch has no 'grid'"):
         told.run_batch({key: value for key, value in batch.items() if key != "grid"})
+
+
+def test_a_checkpoint_trained_told_the_grid_warns_when_read_untold() -> None:
+    checkpoint: dict = {}
+    PuzzleModule(arch="puzzle_cnn_tiny", known_grid=True).on_save_checkpoint(checkpoint)
+    with pytest.warns(UserWarning, match="trained with model.known_grid=true: its size head never trained"):
+        PuzzleModule(arch="puzzle_cnn_tiny").on_load_checkpoint(checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PuzzleModule(arch="puzzle_cnn_tiny", known_grid=True).on_load_checkpoint(checkpoint)
+        untold: dict = {}
+        PuzzleModule(arch="puzzle_cnn_tiny").on_save_checkpoint(untold)
+        PuzzleModule(arch="puzzle_cnn_tiny").on_load_checkpoint(untold)
 
 
 @pytest.mark.slow
