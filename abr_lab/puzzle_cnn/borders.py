@@ -139,6 +139,14 @@ def cell_sizes(content: Tensor, grid: Tensor) -> Tensor:
     return span / grid.flip(1).to(span.dtype)  # (n, 2)
 
 
+def nearest_cell_centre(position: Tensor, start: Tensor, step: Tensor, count: Tensor) -> Tensor:
+    """Positions along one axis (normalised), broadcast against the grid's `start`, cell `step` and cell `count`
+    along it -> the centre of the cell each lies in (the first or last cell beyond the picture's edges)."""
+    index = ((position - start) / step).floor().clamp(min=0)
+    index = torch.minimum(index, (count - 1).to(position.dtype))
+    return start + (index + 0.5) * step
+
+
 def grid_places(size: Tensor, content: Tensor, grid: Tensor, shape: tuple[int, int]) -> Tensor:
     """Where each piece may lie at each rotation hypothesis when the grid is known.
 
@@ -160,9 +168,7 @@ def grid_places(size: Tensor, content: Tensor, grid: Tensor, shape: tuple[int, i
         centres = (torch.arange(length, device=size.device, dtype=size.dtype) + 0.5) / length  # (length,)
         start, step = content[:, axis, None].to(size.dtype), cell[:, axis, None]  # (n, 1) each
         count = grid[:, 1 - axis, None]  # (n, 1) cells along this axis
-        index = ((centres - start) / step).floor().clamp(min=0)  # (n, length)
-        index = torch.minimum(index, (count - 1).to(size.dtype))
-        distance = (centres - (start + (index + 0.5) * step)).abs()  # (n, length) to the nearest cell's centre
+        distance = (centres - nearest_cell_centre(centres, start, step, count)).abs()  # (n, length)
         on_centre.append(distance <= torch.clamp(SNAP * step, min=0.5 / length))  # (n, length)
     snapped = on_centre[0][:, :, None] & on_centre[1][:, None, :]  # (n, h, w)
     core_aspect = size[..., 0] / size[..., 1]  # (n, r)

@@ -50,7 +50,7 @@ from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
-from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, flat_sides, grid_places
+from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, flat_sides, grid_places, nearest_cell_centre
 from abr_lab.registry import register_variant
 
 FAMILY = "puzzle_cnn"
@@ -343,10 +343,9 @@ def snap_to_grid(box: Tensor, content: Tensor, grid: Tensor) -> Tensor:
     cell whose centre is nearest each box's centre: with the grid known, a piece's box is a cell. The centre moves
     straight-through (its value is the cell's, its gradient the box's), so the box losses still train the read-out."""
     cell = cell_sizes(content.to(box.dtype), grid)  # (n, 2) (w, h)
-    start, count = content[:, :2].to(box.dtype), grid.flip(1).to(box.dtype)  # (n, 2) each, (x, y)
-    centre = (box[:, :2] + box[:, 2:]) / 2  # (n, 2)
-    index = torch.minimum(((centre - start) / cell).floor().clamp(min=0), count - 1)  # (n, 2)
-    snapped = centre + (start + (index + 0.5) * cell - centre).detach()  # (n, 2)
+    centre = (box[:, :2] + box[:, 2:]) / 2  # (n, 2) (x, y)
+    target = nearest_cell_centre(centre, content[:, :2].to(box.dtype), cell, grid.flip(1))  # (n, 2)
+    snapped = centre + (target - centre).detach()  # (n, 2)
     return torch.cat([snapped - cell / 2, snapped + cell / 2], dim=1)  # (n, 4)
 
 

@@ -126,12 +126,15 @@ def test_grid_places_on_a_hand_made_grid() -> None:
     assert not places[0, 1].any() and not places[0, 3].any(), "a wide piece cannot lie in a tall cell"
 
 
-def test_grid_places_snap_to_the_nearest_entry_when_cells_are_small() -> None:
-    """8 cells across an 8-wide heatmap: 0.15 of a cell is under half an entry, so each cell keeps its own entry."""
+def test_grid_places_keep_the_nearest_entries_when_cells_are_small() -> None:
+    """3 x 3 cells over an 8 x 8 heatmap: cell centres 1/6, 1/2, 5/6, entry centres (i + 0.5) / 8. 0.15 of a cell
+    (0.05) keeps entries 1 and 6 (0.021 away) but neither of the middle cell's two (0.0625 away): half an entry
+    (0.0625) is the floor that keeps them."""
     places = grid_places(
-        torch.full((1, 1, 2), 0.125), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[8, 8]]), (8, 8)
+        torch.full((1, 1, 2), 0.3), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([[3, 3]]), (8, 8)
     )
-    assert places.all()
+    assert places[0, 0].any(dim=0).nonzero().squeeze(1).tolist() == [1, 3, 4, 6]
+    assert places[0, 0].any(dim=1).nonzero().squeeze(1).tolist() == [1, 3, 4, 6]
 
 
 def test_the_known_grid_never_rules_out_the_true_place_and_turn(puzzle) -> None:
