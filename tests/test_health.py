@@ -461,7 +461,8 @@ def test_a_nan_loss_in_one_ddp_process_stops_every_process_after_the_same_step(t
     # Without a shared decision the process that saw the NaN would stop alone and the other would wait forever in
     # its next gradient all-reduce: the timeout turns such a hang into a failure.
     code = f"from tests.test_health import ddp_nan_run; ddp_nan_run({str(tmp_path)!r})"
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-4000:]  # which process failed, and where
     steps = {json.loads(p.read_text())["step"] for p in tmp_path.glob("rank*.json")}
     assert len(list(tmp_path.glob("rank*.json"))) == 2
     assert steps == {NAN_FROM_STEP + 1}  # both stopped after the first NaN step (interval=1)
