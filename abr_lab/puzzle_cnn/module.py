@@ -2,7 +2,8 @@
 
 Loss (weights in `loss_weights`, each a curriculum knob ``loss.<term>``):
 - ``ciou``: Complete-IoU of the predicted box (`abr_lab.losses.ciou_loss`; keeps a gradient on disjoint boxes,
-  where GIoU's vanishes);
+  where GIoU's vanishes). The box terms train the read-out's own box (``read_box``), also when a known grid makes
+  the answer a cell: the size head trains either way, so any checkpoint reads told or untold;
 - ``l1``: smooth L1 on the four box coordinates;
 - ``rotation``: cross-entropy of the rotation logits;
 - ``heatmap``: cross-entropy of the joint (rotation, location) heatmap against the true rotation and the cell of
@@ -23,7 +24,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from abr_lab.curriculum import Knob
@@ -39,7 +39,6 @@ from abr_lab.registry import compile_network, create_model
 Batch = dict[str, Tensor]
 LOSS_TERMS = ("ciou", "l1", "rotation", "heatmap")
 LR_PARTS = ("backbone", "fpn", "head")
-TRAINED_TOLD_GRID = "puzzle_trained_told_grid"  # checkpoint key: the network was trained with known_grid
 
 
 def lr_part(name: str) -> str:
@@ -141,18 +140,6 @@ class PuzzleModule(L.LightningModule):
             grid = batch["grid"]
         return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"), grid)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[TRAINED_TOLD_GRID] = self.known_grid
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A network trained told the grid never trained its size head (the box was the cell): read untold, its boxes
-        are wrong in size (on the recipe's test split, accuracy at IoU 0.5 0.000). Say so rather than score it."""
-        if checkpoint.get(TRAINED_TOLD_GRID) and not self.known_grid:
-            rank_zero_warn(
-                "this PuzzleCNN checkpoint was trained with model.known_grid=true: its size head never trained, so "
-                "without the grid its boxes have the wrong size; pass model.known_grid=true"
-            )
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
 
@@ -199,7 +186,7 @@ class PuzzleModule(L.LightningModule):
 
     def losses(self, out: dict[str, Any], batch: Batch) -> dict[str, Tensor]:
         """Every loss term (unweighted) of one batch."""
-        box, target = out["box"].float(), batch["box"]
+        box, target = out["read_box"].float(), batch["box"]  # the read-out's box, before a known grid's cell
         heatmap = out["heatmap"].float()  # (n, 4, h, w)
         n, _, height, width = heatmap.shape
         return {

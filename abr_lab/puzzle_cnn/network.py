@@ -340,13 +340,12 @@ def read_out(heatmap: Tensor, size: Tensor, radius: int | None = None) -> tuple[
 
 def snap_to_grid(box: Tensor, content: Tensor, grid: Tensor) -> Tensor:
     """(n, 4) boxes, (n, 4) their pictures' boxes on the canvas and (n, 2) known grids (rows, cols) -> (n, 4) the
-    cell whose centre is nearest each box's centre: with the grid known, a piece's box is a cell. The centre moves
-    straight-through (its value is the cell's, its gradient the box's), so the box losses still train the read-out."""
+    cell whose centre is nearest each box's centre: with the grid known, a piece's box is a cell. No gradient: the
+    box losses train the read-out's own box (the network's ``read_box``), whose size a cell would leave untrained."""
     cell = cell_sizes(content.to(box.dtype), grid)  # (n, 2) (w, h)
     centre = (box[:, :2] + box[:, 2:]) / 2  # (n, 2) (x, y)
     target = nearest_cell_centre(centre, content[:, :2].to(box.dtype), cell, grid.flip(1))  # (n, 2)
-    snapped = centre + (target - centre).detach()  # (n, 2)
-    return torch.cat([snapped - cell / 2, snapped + cell / 2], dim=1)  # (n, 4)
+    return torch.cat([target - cell / 2, target + cell / 2], dim=1).detach()  # (n, 4)
 
 
 def _canonical(key: str) -> str:
@@ -647,11 +646,11 @@ class PuzzleNet(nn.Module):
         if ruled_out is not None:
             heatmap = heatmap - ruled_out.to(heatmap.dtype)  # (n, r, h, w)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
-        box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
-        if grid is not None:
-            box = snap_to_grid(box, *grid)  # (n, 4)
+        read_box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
+        box = read_box if grid is None else snap_to_grid(read_box, *grid)  # (n, 4)
         return {
             "box": box,
+            "read_box": read_box,
             "rotation_logits": peak_logits if self.rotation_readout == "peak" else marginal_logits,
             "rotation_marginal_logits": marginal_logits,
             "heatmap": heatmap,
@@ -691,7 +690,9 @@ class PuzzleNet(nn.Module):
     ) -> dict[str, Tensor | list[Tensor]]:
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece, (p, 4) where each puzzle's
         picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) and (p, 2) each puzzle's
-        grid (rows, cols; None = unknown) -> dict with "box" (n, 4), "rotation_logits" (n, 4) (the answer, by
+        grid (rows, cols; None = unknown) -> dict with "box" (n, 4) (the answer: with a known grid, the cell nearest
+        the read-out's), "read_box" (n, 4) (the read-out's own box, what the box losses train), "rotation_logits" (n, 4)
+        (the answer, by
         `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains), "heatmap" (n, 4, h, w) and
         "correlations" [(n, 4, H_l, W_l)]."""
         if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:

@@ -345,15 +345,14 @@ def test_read_out_centres_on_the_peak_and_swaps_the_size_with_odd_rotations() ->
     torch.testing.assert_close(box, expected, atol=1e-4, rtol=0)  # the second one clamped at x = 0
 
 
-def test_snap_to_grid_boxes_the_nearest_cell_and_passes_the_gradient_through() -> None:
+def test_snap_to_grid_boxes_the_nearest_cell() -> None:
     """A 2 x 4 grid over a picture at y in [0.125, 0.875]: cells 0.25 x 0.375."""
     content, grid = torch.tensor([[0.0, 0.125, 1.0, 0.875]]).expand(2, 4), torch.tensor([[2, 4]]).expand(2, 2)
     box = torch.tensor([[0.55, 0.5, 0.75, 0.6], [-0.1, 0.8, 0.1, 1.0]], requires_grad=True)  # centres inside, off
     snapped = snap_to_grid(box, content, grid)
     expected = torch.tensor([[0.5, 0.5, 0.75, 0.875], [0.0, 0.5, 0.25, 0.875]])  # cells (1, 2) and (1, 0)
     torch.testing.assert_close(snapped, expected, atol=1e-6, rtol=0)
-    snapped.sum().backward()
-    torch.testing.assert_close(box.grad, torch.ones(2, 4))
+    assert not snapped.requires_grad  # the losses train the read-out's own box, not the cell
 
 
 def test_rotation_at_peak_is_the_turn_of_the_match_the_box_comes_from() -> None:
