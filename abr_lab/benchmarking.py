@@ -622,7 +622,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"`python scripts/benchmark.py` on {env.get('date', '?')}: {env.get('processor', '?')}, "
+        f"`python scripts/benchmark.py`, last run {env.get('date', '?')} (each section's `measured` says when its "
+        f"figures were taken; a run of some benchmarks rewrites only theirs): {env.get('processor', '?')}, "
         f"{env.get('cpu_threads', '?')} CPU threads, GPU {env.get('cuda') or 'none'}, python {env.get('python', '?')}, "
         f"torch {env.get('torch', '?')}, lightning {env.get('lightning', '?')}. Medians over repeats.",
         "",
@@ -644,6 +645,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                 f"| {r['data_over_model']:,.1f} | {r['inference_samples_per_s']:,.1f} "
                 f"| {r['inference_ms_per_batch']:,.1f} | {memory} |"
             )
+        dates = [f"{f} {r['measured']}" for f, r in framework.items() if isinstance(r, Mapping) and "measured" in r]
+        lines += ["", f"Rows measured: {', '.join(dates)}."] if dates else []
         lines.append("")
     gpu_rows = {
         family + (" (stopped early)" if r.get("partial") else ""): r["gpu"]

@@ -472,6 +472,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     results: dict[str, object] = json.loads(args.out.read_text()) if args.out.exists() else {}
     results["environment"] = environment()
+    measured = results["environment"]["date"]  # each section keeps its own: a partial run rewrites only its sections
 
     def write() -> None:
         atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
@@ -483,12 +484,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             kept = previous if args.framework_family and previous.get("smoke") == args.smoke else {}
 
             def save(rows: dict[str, object], kept: dict = kept) -> None:  # a stopped run keeps what it measured
-                results["framework"] = {**kept, **rows, "smoke": args.smoke}
+                dated = {f: {**r, "measured": measured} if isinstance(r, dict) else r for f, r in rows.items()}
+                results["framework"] = {**kept, **dated, "smoke": args.smoke}
                 write()
 
             save(bench_framework(args.smoke, args.framework_family or FAMILIES, save))
         else:
-            results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke}
+            results[family] = {**BENCHMARKS[family](args.smoke), "smoke": args.smoke, "measured": measured}
         print(f"{family}: {json.dumps(results[family], indent=1)}")
     write()
     print(f"written to {args.out} and {args.out.with_suffix('.md')}")

@@ -37,7 +37,11 @@ def test_importing_abr_lab_destroys_the_process_group_at_exit(tmp_path: Path) ->
 
 def test_destroy_at_exit_destroys_a_live_group_and_is_then_a_no_op(tmp_path: Path) -> None:
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
-    destroy_at_exit()
-    assert not dist.is_initialized()
-    destroy_at_exit()  # nothing left to destroy: no error
+    try:
+        assert dist.is_initialized()
+        destroy_at_exit()
+        assert not dist.is_initialized()
+        destroy_at_exit()  # nothing left to destroy: no error
+    finally:  # never leave a group to the tests that follow
+        if dist.is_initialized():
+            dist.destroy_process_group()

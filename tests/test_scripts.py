@@ -57,6 +57,18 @@ def test_lstm_benchmark_smoke_writes_every_field(tmp_path):
     assert results["lstm"]["smoke"] is True and "torch" in results["environment"]
 
 
+def test_a_partial_benchmark_run_rewrites_only_its_sections_and_dates_each(tmp_path):
+    out = tmp_path / "results.json"
+    benchmark = load("benchmark")
+    first = benchmark.main(["s4d", "--smoke", "--out", str(out)])
+    s4d = dict(first["s4d"])
+    assert s4d["measured"] == first["environment"]["date"]
+    second = benchmark.main(["health", "--smoke", "--out", str(out)])
+    assert second["s4d"] == s4d  # kept as measured, with its own date
+    assert second["health"]["measured"] == second["environment"]["date"]
+    assert f"| measured | {s4d['measured']} |" in out.with_suffix(".md").read_text()
+
+
 def test_unet_benchmark_smoke_writes_every_field(tmp_path):
     results = load("benchmark").main(["unet", "--smoke", "--out", str(tmp_path / "results.json")])["unet"]
     for key in (
@@ -290,7 +302,9 @@ def test_framework_benchmark_stopped_mid_family_keeps_what_it_measured(tmp_path,
     out = tmp_path / "results.json"
     with pytest.raises(KeyboardInterrupt):
         script.main(["framework", "--smoke", "--framework-family", "rawnet2", "--out", str(out)])
-    saved = json.loads(out.read_text())["framework"]
-    assert saved["rawnet2"] == {**first, "partial": True} and saved["smoke"] is True
+    results = json.loads(out.read_text())
+    saved, date = results["framework"], results["environment"]["date"]
+    assert saved["rawnet2"] == {**first, "partial": True, "measured": date} and saved["smoke"] is True
     report = out.with_suffix(".md").read_text()
     assert "| rawnet2 (stopped early) | 20 (50 %) | not measured | not measured |" in report
+    assert f"Rows measured: rawnet2 {date}." in report
