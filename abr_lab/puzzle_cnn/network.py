@@ -691,10 +691,9 @@ class PuzzleNet(nn.Module):
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece, (p, 4) where each puzzle's
         picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) and (p, 2) each puzzle's
         grid (rows, cols; None = unknown) -> dict with "box" (n, 4) (the answer: with a known grid, the cell nearest
-        the read-out's), "read_box" (n, 4) (the read-out's own box, what the box losses train), "rotation_logits" (n, 4)
-        (the answer, by
-        `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains), "heatmap" (n, 4, h, w) and
-        "correlations" [(n, 4, H_l, W_l)]."""
+        the read-out's), "read_box" (n, 4) (the read-out's own box, what the box losses train), "rotation_logits"
+        (n, 4) (the answer, by `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains),
+        "heatmap" (n, 4, h, w) and "correlations" [(n, 4, H_l, W_l)]."""
         if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:
             shapes = f"{tuple(piece.shape)} and {tuple(puzzle.shape)}"
             raise ValueError(f"expected square pieces (n, 3, s, s) and puzzles (p, 3, S, S), got {shapes}")
