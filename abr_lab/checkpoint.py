@@ -65,7 +65,7 @@ def checkpoint_config(path: str | Path, overrides: Sequence[str] = ()) -> DictCo
 
 def apply_overrides(cfg: DictConfig, overrides: Sequence[str], source: str) -> DictConfig:
     """`cfg` with command-line style ``key=value`` overrides; a key that `cfg` lacks is an error naming it, unless
-    the override adds it as Hydra does, ``+key=value`` (an option newer than the run, e.g. ``+model.known_grid=true``
+    the override adds it as Hydra does, ``+key=value`` (an option newer than the run, e.g. ``+model.grid=told``
     on an older checkpoint); adding a key `cfg` has is an error too."""
     OmegaConf.set_struct(cfg, True)
     for override in overrides:

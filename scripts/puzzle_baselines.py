@@ -87,7 +87,8 @@ def table(name: str, figures: dict[str, Any]) -> str:
 
 
 def untrained_figures(cfg: Any, dm: L.LightningDataModule, split: str) -> dict[str, float]:
-    """The configured PuzzleCNN's metrics on `split` before any training, through its own evaluation loop."""
+    """The configured PuzzleCNN's metrics on `split` before any training, through its own evaluation loop (and the
+    share of puzzles whose grid it read right, with ``model.grid=pieces``)."""
     L.seed_everything(0, workers=True)
     model = hydra.utils.instantiate(cfg.model, _convert_="all")
     trainer = L.Trainer(
@@ -95,7 +96,8 @@ def untrained_figures(cfg: Any, dm: L.LightningDataModule, split: str) -> dict[s
     )
     run = trainer.validate if split == "val" else trainer.test
     metrics = run(model, datamodule=dm, verbose=False)[0]
-    return {key: metrics[f"{split}/{key}"] for key in SCORES}
+    keys = [*SCORES, "grid_read"] if f"{split}/grid_read" in metrics else SCORES  # grid_read: model.grid=pieces
+    return {key: metrics[f"{split}/{key}"] for key in keys}
 
 
 def split_loader(cfg: Any, split: str) -> tuple[L.LightningDataModule, Any]:

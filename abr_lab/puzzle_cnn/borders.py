@@ -13,12 +13,16 @@ every side reads flat (rectangular pieces, or a canvas with no background to rea
 
 When the grid (rows x cols) is known, as a puzzle's box tells its piece count, `grid_places` adds two rules: a
 piece's centre sits on a cell's centre, and its outline's core has the cell's shape, so where cells are not square a
-long piece lies along their long side (which rules out half the turns).
+long piece lies along their long side (which rules out half the turns). When it is not, `read_grid` reads it off a
+puzzle's pieces together: their cores give the cell's size to a few per cent (each piece's scale varies by +-10 %),
+and, among the grids of about that cell, the one on whose cell centres the pieces' heatmaps put the most probability.
 
 Legend: m masks · n pieces · r rotation hypotheses (4) · s piece side · h w heatmap size.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -35,6 +39,9 @@ SNAP = 0.15
 # A core or a cell is oblong when its aspect (w / h) differs from 1 by more than this; the generator's cells are
 # 0.75-1.33 (picture aspects 3/4-4/3 on a square grid), and cores read off a photographed piece land within a few %.
 ASPECT_TOLERANCE = 0.08
+# `read_grid` weighs every grid whose cell count along an axis is within this share of the count the pieces' cores
+# give; the cores' medians land within ~3 % of the cell (16 x 16 to 32 x 32 grids, a throw-away check).
+GRID_SEARCH = 0.15
 
 
 def _span(coverage: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,6 +154,22 @@ def nearest_cell_centre(position: Tensor, start: Tensor, step: Tensor, count: Te
     return start + (index + 0.5) * step
 
 
+def on_cell_centres(length: int, start: Tensor, step: Tensor, count: Tensor) -> Tensor:
+    """The `length` entries of a heatmap axis (entry i centred at (i + 0.5) / length) and grids along it (``start``,
+    cell ``step`` and cell ``count``, each (g, 1)) -> (g, length) bool: the entry's centre is within `SNAP` of a
+    cell's side of that cell's centre (or is the entry nearest to it)."""
+    centres = (torch.arange(length, device=step.device, dtype=step.dtype) + 0.5) / length  # (length,)
+    distance = (centres - nearest_cell_centre(centres, start, step, count)).abs()  # (g, length)
+    return distance <= torch.clamp(SNAP * step, min=0.5 / length)
+
+
+def along_cells(core_aspect: Tensor, cell_aspect: Tensor) -> Tensor:
+    """Cores' and cells' aspects (w / h, broadcast together) -> bool: the core may lie in the cell, i.e. not both
+    oblong (`ASPECT_TOLERANCE`) with their long sides across each other."""
+    oblong = ((core_aspect - 1).abs() > ASPECT_TOLERANCE) & ((cell_aspect - 1).abs() > ASPECT_TOLERANCE)
+    return ~oblong | ((core_aspect > 1) == (cell_aspect > 1))
+
+
 def grid_places(size: Tensor, content: Tensor, grid: Tensor, shape: tuple[int, int]) -> Tensor:
     """Where each piece may lie at each rotation hypothesis when the grid is known.
 
@@ -157,22 +180,56 @@ def grid_places(size: Tensor, content: Tensor, grid: Tensor, shape: tuple[int, i
         shape: (h, w) of the heatmap, as in `allowed_places`.
 
     Returns:
-        (n, r, h, w) bool: the entry's centre is within `SNAP` of a cell's side of that cell's centre (or is the
-        entry nearest to it), and, where both the core and the cell are oblong (`ASPECT_TOLERANCE`), the core's
-        long side lies along the cell's.
+        (n, r, h, w) bool: the entry is on a cell's centre (`on_cell_centres`), and, where both the core and the
+        cell are oblong (`ASPECT_TOLERANCE`), the core's long side lies along the cell's.
     """
     h, w = shape
-    cell = cell_sizes(content.to(size.dtype), grid)  # (n, 2)
-    on_centre = []
-    for axis, length in ((1, h), (0, w)):  # rows (y) then columns (x)
-        centres = (torch.arange(length, device=size.device, dtype=size.dtype) + 0.5) / length  # (length,)
-        start, step = content[:, axis, None].to(size.dtype), cell[:, axis, None]  # (n, 1) each
-        count = grid[:, 1 - axis, None]  # (n, 1) cells along this axis
-        distance = (centres - nearest_cell_centre(centres, start, step, count)).abs()  # (n, length)
-        on_centre.append(distance <= torch.clamp(SNAP * step, min=0.5 / length))  # (n, length)
-    snapped = on_centre[0][:, :, None] & on_centre[1][:, None, :]  # (n, h, w)
-    core_aspect = size[..., 0] / size[..., 1]  # (n, r)
-    cell_aspect = (cell[:, 0] / cell[:, 1])[:, None]  # (n, 1)
-    oblong = ((core_aspect - 1).abs() > ASPECT_TOLERANCE) & ((cell_aspect - 1).abs() > ASPECT_TOLERANCE)  # (n, r)
-    turned_right = ~oblong | ((core_aspect > 1) == (cell_aspect > 1))  # (n, r)
+    content = content.to(size.dtype)
+    cell = cell_sizes(content, grid)  # (n, 2)
+    rows = on_cell_centres(h, content[:, 1, None], cell[:, 1, None], grid[:, 0, None])  # (n, h)
+    cols = on_cell_centres(w, content[:, 0, None], cell[:, 0, None], grid[:, 1, None])  # (n, w)
+    snapped = rows[:, :, None] & cols[:, None, :]  # (n, h, w)
+    turned_right = along_cells(size[..., 0] / size[..., 1], (cell[:, 0] / cell[:, 1])[:, None])  # (n, r)
     return snapped[:, None] & turned_right[:, :, None, None]  # (n, r, h, w)
+
+
+def _counts_near(estimate: float, limit: int) -> Tensor:
+    """Cell counts along an axis within `GRID_SEARCH` of `estimate` (at least 1, at most `limit`), (k,) long."""
+    low = min(limit, max(1, math.floor(estimate * (1 - GRID_SEARCH))))
+    high = min(limit, max(low, math.ceil(estimate * (1 + GRID_SEARCH))))
+    return torch.arange(low, high + 1)
+
+
+def read_grid(heatmap: Tensor, size: Tensor, content: Tensor) -> Tensor:
+    """The grid (rows, cols) of one puzzle, read off its pieces together.
+
+    Args:
+        heatmap: (n, r, h, w) the pieces' joint (rotation, y, x) heatmap logits (the border rule applied).
+        size: (n, r, 2) each hypothesis's upright core (width, height) as fractions of the canvas (`flat_sides`).
+        content: (4,) the picture's box (x1, y1, x2, y2) on the canvas, normalised.
+
+    Returns:
+        (2,) long (rows, cols): among the grids within `GRID_SEARCH` of the cell the cores give (the median over
+        the pieces of the upright core at each piece's best turn: the median, as some turns are wrong), the one on
+        whose cell centres, at turns that lay the pieces along its cells (`grid_places`' rules), the pieces'
+        heatmaps put the most probability (the sum over pieces of its log). The more pieces, the surer: the
+        cores' median narrows with their count, and so does the evidence of where the pieces match.
+    """
+    n, r, h, w = heatmap.shape
+    heatmap = heatmap.float()
+    size, content = size.float(), content.float()
+    span = content[2:] - content[:2]  # (2,) picture's (width, height)
+    turn = heatmap.flatten(2).amax(dim=2).argmax(dim=1)  # (n,) each piece's best turn
+    upright = size[torch.arange(n, device=size.device), turn]  # (n, 2) its core (w, h)
+    cell = upright.clamp_min(1e-6).log().median(dim=0).values.exp()  # (2,) the cores' median (w, h)
+    cols = _counts_near(float(span[0] / cell[0]), w).to(heatmap.device)  # (b,)
+    rows = _counts_near(float(span[1] / cell[1]), h).to(heatmap.device)  # (a,)
+    row_masks = on_cell_centres(h, content[1].expand(len(rows), 1), span[1] / rows[:, None], rows[:, None])  # (a, h)
+    col_masks = on_cell_centres(w, content[0].expand(len(cols), 1), span[0] / cols[:, None], cols[:, None])  # (b, w)
+    probs = heatmap.flatten(1).softmax(dim=1).view(n, r, h, w)  # joint softmax over (r, h, w)
+    mass = torch.einsum("nryx,ay,bx->nrab", probs, row_masks.float(), col_masks.float())  # (n, r, a, b)
+    cell_aspect = (span[0] / cols)[None, :] / (span[1] / rows)[:, None]  # (a, b)
+    turned_right = along_cells((size[..., 0] / size[..., 1])[:, :, None, None], cell_aspect)  # (n, r, a, b)
+    evidence = (mass * turned_right).sum(dim=1).clamp_min(torch.finfo(mass.dtype).tiny).log().sum(dim=0)  # (a, b)
+    best = int(evidence.flatten().argmax())
+    return torch.stack([rows[best // len(cols)], cols[best % len(cols)]])  # (2,)

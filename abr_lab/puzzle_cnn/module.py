@@ -2,8 +2,8 @@
 
 Loss (weights in `loss_weights`, each a curriculum knob ``loss.<term>``):
 - ``ciou``: Complete-IoU of the predicted box (`abr_lab.losses.ciou_loss`; keeps a gradient on disjoint boxes,
-  where GIoU's vanishes). The box terms train the read-out's own box (``read_box``), also when a known grid makes
-  the answer a cell: the size head trains either way, so any checkpoint reads told or untold;
+  where GIoU's vanishes). The box terms train the read-out's own box (``read_box``), also when a grid (told or read
+  off the pieces) makes the answer a cell: the size head trains either way, so any checkpoint reads with any `grid`;
 - ``l1``: smooth L1 on the four box coordinates;
 - ``rotation``: cross-entropy of the rotation logits;
 - ``heatmap``: cross-entropy of the joint (rotation, location) heatmap against the true rotation and the cell of
@@ -12,7 +12,8 @@ Loss (weights in `loss_weights`, each a curriculum knob ``loss.<term>``):
 
 Metrics (`abr_lab.metrics.PuzzleMetrics`): mean IoU, accuracy at IoU >= 0.5, centre error in piece widths, rotation
 accuracy and confusion matrix, and the spread of the predicted centres over the spread of the true ones (the
-collapse detector: ~1 when the model localises, ~0 when it predicts one box for every piece). The correlation maps
+collapse detector: ~1 when the model localises, ~0 when it predicts one box for every piece); with ``grid:
+pieces``, also ``grid_read``, the share of puzzles whose grid was read right. The correlation maps
 of a few validation pieces go to TensorBoard as a figure (what the model looks at).
 """
 
@@ -38,6 +39,7 @@ from abr_lab.registry import compile_network, create_model
 
 Batch = dict[str, Tensor]
 LOSS_TERMS = ("ciou", "l1", "rotation", "heatmap")
+GRID_SOURCES = ("none", "pieces", "told")  # what the network knows of a puzzle's grid (`PuzzleModule`'s grid)
 LR_PARTS = ("backbone", "fpn", "head")
 
 
@@ -74,9 +76,12 @@ class PuzzleModule(L.LightningModule):
         compile: compile the network with torch.compile (`abr_lab.registry.compile_network`); checkpoints load
             into an uncompiled network.
         figure_pieces: how many pieces that figure shows.
-        known_grid: the network is told each puzzle's grid (rows x cols, batch ``grid``), as a puzzle's box tells
-            its piece count: it then places pieces on cell centres, turns oblong pieces along oblong cells and
-            sizes boxes as cells (`PuzzleNet`'s ``grid_prior``). False = piece and puzzle images only.
+        grid: what the network knows of each puzzle's grid (rows x cols): ``none``, nothing (each piece from its
+            own and its puzzle's image alone); ``pieces``, read off the outlines and matches of the puzzle's pieces
+            in the batch together (`borders.read_grid`: a solver has every piece of its puzzle; validation and test
+            batches hold whole puzzles); ``told``, told it (batch ``grid``), as a puzzle's box tells its piece
+            count. With a grid, the network places pieces on cell centres, turns oblong pieces along oblong cells
+            and boxes a piece as its cell (`PuzzleNet`'s ``grid_prior``).
     """
 
     def __init__(
@@ -92,7 +97,7 @@ class PuzzleModule(L.LightningModule):
         figure_every_n_epochs: int = 1,
         compile: bool = False,
         figure_pieces: int = 4,
-        known_grid: bool = False,
+        grid: str = "none",
     ) -> None:
         super().__init__()
         weights = {term: 1.0 for term in LOSS_TERMS}
@@ -104,18 +109,21 @@ class PuzzleModule(L.LightningModule):
             raise ValueError(f"loss_weights must be >= 0, got {weights}")
         if figure_every_n_epochs < 0 or figure_pieces < 1:
             raise ValueError("figure_every_n_epochs must be >= 0 and figure_pieces >= 1")
+        if grid not in GRID_SOURCES:
+            raise ValueError(f"grid: unknown {grid!r}; choose one of {', '.join(GRID_SOURCES)}")
         self.save_hyperparameters()
         self.net = create_model(arch, **(arch_kwargs or {}))
         if compile:
             compile_network(self.net)
         self.loss_weights = weights
-        self.known_grid = known_grid
+        self.grid = grid
         self.metrics = nn.ModuleDict({"val": PuzzleMetrics(), "test": PuzzleMetrics()})
         # validation and test losses as sums and counts: exact across processes (a mean of per-process means is not)
         names = ["loss", *(f"loss_{term}" for term in LOSS_TERMS)]
         self.split_losses = nn.ModuleDict(
             {s: nn.ModuleDict({name: SplitMean() for name in names}) for s in ("val", "test")}
         )
+        self.grid_read = nn.ModuleDict({s: SplitMean() for s in ("val", "test")})
 
     def forward(
         self,
@@ -124,21 +132,23 @@ class PuzzleModule(L.LightningModule):
         puzzle_index: Tensor,
         content: Tensor | None = None,
         grid: Tensor | None = None,
+        read_grids: bool = False,
     ) -> dict[str, Any]:
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle of each piece, (p, 4) where each picture sits on
-        its canvas (None = the whole canvas) and (p, 2) each puzzle's grid (rows, cols; None = unknown) -> the
-        network's output dict."""
-        return self.net(piece, puzzle, puzzle_index, content, grid)
+        its canvas (None = the whole canvas) and (p, 2) each puzzle's grid (rows, cols; None = unknown, read off
+        the pieces when `read_grids`) -> the network's output dict."""
+        return self.net(piece, puzzle, puzzle_index, content, grid, read_grids)
 
     def run_batch(self, batch: Batch) -> dict[str, Any]:
         """The network's output dict on a batch (the contract of `collate_puzzles`; ``content`` optional, ``grid``
-        read only with `known_grid`)."""
+        read only when `grid` is ``told``)."""
         grid = None
-        if self.known_grid:
+        if self.grid == "told":
             if "grid" not in batch:
-                raise KeyError("known_grid: the batch has no 'grid' (rows, cols per puzzle) to tell the network")
+                raise KeyError("grid=told: the batch has no 'grid' (rows, cols per puzzle) to tell the network")
             grid = batch["grid"]
-        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"), grid)
+        content = batch.get("content")
+        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], content, grid, self.grid == "pieces")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")
@@ -211,6 +221,10 @@ class PuzzleModule(L.LightningModule):
         for key, value in named.items():  # every term is a mean over the batch's pieces
             self.split_losses[stage][key].update(value.detach(), weight=n)
             self.log(f"{stage}/{key}", self.split_losses[stage][key], batch_size=n)
+        if self.grid == "pieces" and "grid" in batch:
+            right = (out["grid"] == batch["grid"]).all(dim=1).float()  # (p,)
+            self.grid_read[stage].update(right)
+            self.log(f"{stage}/grid_read", self.grid_read[stage], batch_size=len(right))
         rotation = out["rotation_logits"].argmax(dim=1)
         self.metrics[stage].update(out["box"].float(), batch["box"], rotation, batch["rotation"])
         if figure:

@@ -16,9 +16,10 @@ The level maps, each times a learnable scale, are upsampled to the finest level 
 conv stack (zero-initialised, so it starts as the identity; off by default, see `PuzzleNet`) may refine them into
 joint (rotation, y, x) heatmap logits. The border rule (`abr_lab.puzzle_cnn.borders`) then lowers the logits of the
 (rotation, place) pairs the piece's outline rules out: a flat side away from the picture's edge, a knobbed one on it;
-when `forward` is told the puzzles' grid, also the places off every cell's centre and the turns that lay an oblong
-piece across oblong cells (`borders.grid_places`), and the box is then the cell nearest the read-out's centre
-(`snap_to_grid`). Read-out keeps location all the way (no global pooling):
+when `forward` is told the puzzles' grid, or reads it off each puzzle's pieces in the batch (`borders.read_grid`),
+also the places off every cell's centre and the turns that lay an oblong piece across oblong cells
+(`borders.grid_places`), and the box is then the cell nearest the read-out's centre (`snap_to_grid`). Read-out
+keeps location all the way (no global pooling):
 
 - rotation_logits = logsumexp of the heatmap over (y, x): the rotation marginal of the joint softmax;
 - centre = soft-argmax, the expected cell centre under the location marginal, within `readout_radius` cells of its
@@ -50,7 +51,14 @@ from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
-from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, flat_sides, grid_places, nearest_cell_centre
+from abr_lab.puzzle_cnn.borders import (
+    allowed_places,
+    cell_sizes,
+    flat_sides,
+    grid_places,
+    nearest_cell_centre,
+    read_grid,
+)
 from abr_lab.registry import register_variant
 
 FAMILY = "puzzle_cnn"
@@ -506,9 +514,10 @@ class PuzzleNet(nn.Module):
             it) are lowered by this much; 0 = off (the network before 2026-12-07). The default is several times
             the gap between a piece's own place and its look-alikes (pixel scale ~30-46 x correlation gaps of
             ~0.05-0.3), so a ruled-out place wins only where the map has nothing better.
-        grid_prior: when `forward` is given the puzzles' grid (rows x cols), the logits of the (rotation, place)
-            pairs it rules out (`abr_lab.puzzle_cnn.borders.grid_places`: a centre off every cell's centre, an
-            oblong piece across oblong cells) are lowered by this much; 0 = only the box's size comes from the grid.
+        grid_prior: when `forward` is given or reads the puzzles' grid (rows x cols), the logits of the (rotation,
+            place) pairs it rules out (`abr_lab.puzzle_cnn.borders.grid_places`: a centre off every cell's centre,
+            an oblong piece across oblong cells) are lowered by this much; 0 = only the box's size comes from the
+            grid.
         pretrained_path: local file with backbone weights (`load_backbone_weights`); None = random init.
     """
 
@@ -623,62 +632,43 @@ class PuzzleNet(nn.Module):
         stride = self.pixel_stride or 1
         return F.max_pool2d(corr, stride) if stride > 1 else corr  # (n, r, S / stride, S / stride)
 
-    def forward_head(
+    def fuse(
         self,
         puzzle_maps: Sequence[Tensor],
         templates: Sequence[Tensor],
-        piece_map: Tensor,
         puzzle_index: Tensor,
-        size_scale: float,
         pixel_map: Tensor | None = None,
-        ruled_out: Tensor | None = None,
-        grid: tuple[Tensor, Tensor] | None = None,
-    ) -> dict[str, Tensor | list[Tensor]]:
-        """Outputs of `forward_features`, (n,) puzzle of each piece, piece side / puzzle side, the ``silhouette``
-        pixel level's (n, r, h, w) map when on, the (n, r, h, w) logit penalty of the places the rules rule out
-        (`place_penalty`) and a known grid, (n, 4) pictures' boxes and (n, 2) (rows, cols) -> the output dict."""
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Outputs of `forward_features`, (n,) puzzle of each piece and the ``silhouette`` pixel level's (n, r, h, w)
+        map when on -> the (n, r, h, w) joint heatmap logits, before any rule, and every level's correlation map
+        [(n, r, H_l, W_l)] fine -> coarse."""
         correlations = [
             correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)] fine -> coarse
         if pixel_map is not None:
             correlations.insert(0, pixel_map.to(correlations[0].dtype))
-        heatmap = self.fusion(correlations)  # (n, r, h, w)
-        if ruled_out is not None:
-            heatmap = heatmap - ruled_out.to(heatmap.dtype)  # (n, r, h, w)
-        size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
-        read_box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
-        box = read_box if grid is None else snap_to_grid(read_box, *grid)  # (n, 4)
-        return {
-            "box": box,
-            "read_box": read_box,
-            "rotation_logits": peak_logits if self.rotation_readout == "peak" else marginal_logits,
-            "rotation_marginal_logits": marginal_logits,
-            "heatmap": heatmap,
-            "correlations": correlations,
-        }
+        return self.fusion(correlations), correlations  # (n, r, h, w)
 
-    def place_penalty(
-        self, piece: Tensor, puzzle: Tensor, content: Tensor, grid: Tensor | None, shape: tuple[int, int]
-    ) -> Tensor | None:
-        """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n, 4) their pictures' boxes on the canvas and (n, 2) grids
-        (rows, cols; None = unknown) -> the (n, r, h, w) logit penalty of the places the outline read off each piece
-        rules out: `border_prior` where `allowed_places` says no, plus `grid_prior` where `grid_places` does; None
-        when no rule is on."""
-        border = self.border_prior > 0
-        gridded = grid is not None and self.grid_prior > 0
-        if not (border or gridded):
-            return None
+    def outlines(self, piece: Tensor, puzzle: Tensor) -> tuple[Tensor, Tensor]:
+        """(n, 3, s, s) pieces and (p, 3, S, S) puzzles -> what each rotation hypothesis's upright outline says:
+        (n, r, 4) its flat sides (`borders.SIDES`) and (n, r, 2) its core's (width, height) as fractions of the
+        puzzle canvas (`borders.flat_sides`)."""
         n = piece.shape[0]
-        outlines = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
-        flat, size = flat_sides(outlines)  # (n r, 4), (n r, 2) px
+        masks = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
+        flat, size = flat_sides(masks)  # (n r, 4), (n r, 2) px
         canvas = torch.tensor([puzzle.shape[-1], puzzle.shape[-2]], device=size.device, dtype=size.dtype)  # (W, H)
-        flat, size = flat.view(n, ROTATIONS, 4), (size / canvas).view(n, ROTATIONS, 2)  # size: canvas fractions
-        penalty = torch.zeros(n, ROTATIONS, *shape, device=piece.device)  # (n, r, h, w)
-        if border:
-            penalty += self.border_prior * (~allowed_places(flat, size, content, shape)).float()
-        if gridded:
-            penalty += self.grid_prior * (~grid_places(size, content, grid, shape)).float()
-        return penalty
+        return flat.view(n, ROTATIONS, 4), (size / canvas).view(n, ROTATIONS, 2)
+
+    def read_grids(self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor) -> Tensor:
+        """(n, r, h, w) heatmap logits, (n, r, 2) cores (`outlines`), (p, 4) pictures' boxes and (n,) puzzle of each
+        piece -> (p, 2) long (rows, cols) of each puzzle, read off its pieces in the batch (`borders.read_grid`);
+        (1, 1) for a puzzle without pieces. No gradient: a count is not differentiable."""
+        grids = torch.ones(content.shape[0], 2, dtype=torch.long, device=heatmap.device)  # (p, 2)
+        heatmap = heatmap.detach()
+        for p in puzzle_index.unique().tolist():
+            mine = puzzle_index == p  # (n,)
+            grids[p] = read_grid(heatmap[mine], size[mine], content[p])
+        return grids
 
     def forward(
         self,
@@ -687,13 +677,15 @@ class PuzzleNet(nn.Module):
         puzzle_index: Tensor,
         content: Tensor | None = None,
         grid: Tensor | None = None,
+        read_grids: bool = False,
     ) -> dict[str, Tensor | list[Tensor]]:
         """(n, 3, s, s) pieces, (p, 3, S, S) puzzles, (n,) puzzle row of each piece, (p, 4) where each puzzle's
         picture sits on its canvas (normalised x1, y1, x2, y2; None = the whole canvas) and (p, 2) each puzzle's
-        grid (rows, cols; None = unknown) -> dict with "box" (n, 4) (the answer: with a known grid, the cell nearest
-        the read-out's), "read_box" (n, 4) (the read-out's own box, what the box losses train), "rotation_logits"
-        (n, 4) (the answer, by `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains),
-        "heatmap" (n, 4, h, w) and "correlations" [(n, 4, H_l, W_l)]."""
+        grid (rows, cols; None = unknown, and then read off each puzzle's pieces in the batch when `read_grids`)
+        -> dict with "box" (n, 4) (the answer: with a grid, the cell nearest the read-out's), "read_box" (n, 4)
+        (the read-out's own box, what the box losses train), "rotation_logits" (n, 4) (the answer, by
+        `rotation_readout`), "rotation_marginal_logits" (n, 4) (what the loss trains), "heatmap" (n, 4, h, w),
+        "correlations" [(n, 4, H_l, W_l)] and, with a grid told or read, "grid" (p, 2)."""
         if piece.ndim != 4 or piece.shape[-1] != piece.shape[-2] or puzzle.ndim != 4:
             shapes = f"{tuple(piece.shape)} and {tuple(puzzle.shape)}"
             raise ValueError(f"expected square pieces (n, 3, s, s) and puzzles (p, 3, S, S), got {shapes}")
@@ -703,20 +695,42 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"content: expected shape ({puzzle.shape[0]}, 4), got {tuple(content.shape)}")
         if grid is not None and grid.shape != (puzzle.shape[0], 2):
             raise ValueError(f"grid: expected shape ({puzzle.shape[0]}, 2) (rows, cols), got {tuple(grid.shape)}")
+        if grid is not None and read_grids:
+            raise ValueError("read_grids: the grid is told (grid is given); read it or be told it, not both")
         puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
         size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
         pixel_map = None
         if self.pixel_stride is not None and self.pixel_match == "silhouette":
             pixel_map = self.silhouette_level(piece, puzzle, puzzle_index)  # (n, r, S / stride, S / stride)
+        heatmap, correlations = self.fuse(puzzle_maps, templates, puzzle_index, pixel_map)  # (n, r, h, w)
+        shape = tuple(heatmap.shape[-2:])
         if content is None:
             content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
-        content, grid = content[puzzle_index], None if grid is None else grid[puzzle_index]  # (n, 4), (n, 2)
-        shape = tuple((pixel_map if pixel_map is not None else puzzle_maps[0]).shape[-2:])  # the heatmap's (h, w)
-        ruled_out = self.place_penalty(piece, puzzle, content, grid, shape)  # (n, r, h, w) or None
-        known = None if grid is None else (content, grid)
-        return self.forward_head(
-            puzzle_maps, templates, piece_map, puzzle_index, size_scale, pixel_map, ruled_out, known
-        )
+        piece_content = content[puzzle_index]  # (n, 4)
+        if self.border_prior > 0 or grid is not None or read_grids:
+            flat, core = self.outlines(piece, puzzle)  # (n, r, 4), (n, r, 2)
+        if self.border_prior > 0:
+            ruled_out = ~allowed_places(flat, core, piece_content, shape)  # (n, r, h, w)
+            heatmap = heatmap - self.border_prior * ruled_out.to(heatmap.dtype)
+        if read_grids:
+            grid = self.read_grids(heatmap, core, content, puzzle_index)  # (p, 2)
+        if grid is not None and self.grid_prior > 0:
+            off_grid = ~grid_places(core, piece_content, grid[puzzle_index], shape)  # (n, r, h, w)
+            heatmap = heatmap - self.grid_prior * off_grid.to(heatmap.dtype)
+        size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
+        read_box, marginal_logits, peak_logits = read_out(heatmap, size, self.readout_radius)  # (n, 4), (n, r), (n, r)
+        box = read_box if grid is None else snap_to_grid(read_box, piece_content, grid[puzzle_index])  # (n, 4)
+        out: dict[str, Tensor | list[Tensor]] = {
+            "box": box,
+            "read_box": read_box,
+            "rotation_logits": peak_logits if self.rotation_readout == "peak" else marginal_logits,
+            "rotation_marginal_logits": marginal_logits,
+            "heatmap": heatmap,
+            "correlations": correlations,
+        }
+        if grid is not None:
+            out["grid"] = grid
+        return out
 
 
 register_variant("puzzle_cnn", PuzzleNet, FAMILY, backbone="resnet18", out_indices=(2, 3, 4), fpn_channels=128)

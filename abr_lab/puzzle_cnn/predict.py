@@ -7,10 +7,12 @@ Both images go through the geometry of training (`generator`): the puzzle is let
 image's resolution, is scaled by the same factor (pieces are drawn at puzzle scale) and centred on the square canvas
 training drew pieces on (`generator.piece_canvas` of the configured grid), the rest of the canvas filled with the
 piece image's median border colour (training pieces sit on a plain background). A piece larger than that canvas
-comes from a coarser grid than the model knows, and is refused. A model with ``model.known_grid=true`` is told the
-puzzle's grid: ``data.rows`` x ``data.cols`` (the checkpoint's unless overridden, e.g. ``data.rows=20 data.cols=15``).
+comes from a coarser grid than the model knows, and is refused. A model with ``model.grid=told`` is told the
+puzzle's grid: ``data.rows`` x ``data.cols`` (the checkpoint's unless overridden, e.g. ``data.rows=20 data.cols=15``);
+with ``model.grid=pieces`` it reads the grid off the pieces given, all in one batch (the more pieces of the puzzle,
+the surer), and the JSON's ``grid`` says what it read.
 
-The JSON holds the puzzle's size and letterbox, and per piece:
+The JSON holds the puzzle's size and letterbox, its grid (``source`` and the ``rows_cols`` used), and per piece:
 
 - ``box``: (x1, y1, x2, y2) of the piece's cell, normalised to the puzzle image (x / width, y / height);
 - ``box_px``: the same in the puzzle image's pixels;
@@ -137,21 +139,25 @@ def locate(
     batch_size: int,
     device: torch.device,
     grid: Tensor | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    read_grid: bool = False,
+) -> tuple[np.ndarray, np.ndarray, list[int] | None]:
     """(n, 3, s, s) pieces of one (3, S, S) puzzle whose picture sits at (4,) `content` on its canvas, and its (2,)
-    grid (rows, cols) when the module is told it -> boxes (n, 4) normalised to the canvas and rotation probabilities
-    (n, 4), from the module's forward (what its `predict_step` reads)."""
+    grid (rows, cols) when the module is told it, or `read_grid` to read it off the pieces (all in one batch: it
+    is read from them together) -> boxes (n, 4) normalised to the canvas, rotation probabilities (n, 4) and the
+    grid used (rows, cols; None without one), from the module's forward (what its `predict_step` reads)."""
     puzzle = puzzle[None].to(device)  # (1, 3, S, S)
     content = content[None].to(device)  # (1, 4)
     grid = None if grid is None else grid[None].to(device)  # (1, 2)
-    boxes, probabilities = [], []
+    boxes, probabilities, used = [], [], None
     with torch.inference_mode():
-        for rows in batches(len(pieces), batch_size):
+        for rows in batches(len(pieces), len(pieces) if read_grid else batch_size):
             piece = pieces[rows].to(device)  # (b, 3, s, s)
-            out = module(piece, puzzle, torch.zeros(len(piece), dtype=torch.long, device=device), content, grid)
+            index = torch.zeros(len(piece), dtype=torch.long, device=device)  # (b,)
+            out = module(piece, puzzle, index, content, grid, read_grid)
             boxes.append(out["box"].float().cpu())  # (b, 4)
             probabilities.append(out["rotation_logits"].float().softmax(dim=1).cpu())  # (b, 4)
-    return torch.cat(boxes).numpy(), torch.cat(probabilities).numpy()
+            used = out["grid"][0].tolist() if "grid" in out else None
+    return torch.cat(boxes).numpy(), torch.cat(probabilities).numpy(), used
 
 
 def run(
@@ -175,8 +181,11 @@ def run(
     files = image_files(input, exclude=Path(puzzle))
     pieces = torch.stack([to_tensor(prepare_piece(read_image(f), placement.scale, canvas, str(f))) for f in files])
     content = torch.from_numpy(placement.content_box())  # (4,)
-    grid = torch.tensor([int(data.rows), int(data.cols)]) if trained.module.known_grid else None
-    boxes, probabilities = locate(trained.module, pieces, puzzle_tensor, content, batch_size, device, grid)
+    source = trained.module.grid
+    grid = torch.tensor([int(data.rows), int(data.cols)]) if source == "told" else None
+    boxes, probabilities, used = locate(
+        trained.module, pieces, puzzle_tensor, content, batch_size, device, grid, source == "pieces"
+    )
     boxes_px = placement.to_image(boxes)
     normalised = boxes_px / np.array([placement.width, placement.height] * 2, dtype=np.float64)
     root = input if input.is_dir() else input.parent
@@ -186,6 +195,7 @@ def run(
         "letterbox": asdict(placement),
         "piece_canvas_px": canvas,
         "rotation_convention": ROTATION_CONVENTION,
+        "grid": {"source": source, "rows_cols": used},
         "pieces": [
             {
                 "piece": f.relative_to(root).as_posix(),

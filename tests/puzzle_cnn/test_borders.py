@@ -1,5 +1,5 @@
-"""The border rule and the known grid's: flat sides and cores read off generated pieces, and where they allow a piece
-to lie."""
+"""The border rule and the grid's: flat sides and cores read off generated pieces, where they allow a piece to lie,
+and the grid read off a puzzle's pieces together."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, core_box, flat_sides, grid_places
-from abr_lab.puzzle_cnn.generator import make_puzzle, render_piece
+from abr_lab.puzzle_cnn.borders import allowed_places, cell_sizes, core_box, flat_sides, grid_places, read_grid
+from abr_lab.puzzle_cnn.generator import MAX_STRENGTH, make_puzzle, piece_canvas, render_piece
 from abr_lab.puzzle_cnn.network import PuzzleNet, rotation_hypotheses, silhouette
 from abr_lab.registry import create_model
 
@@ -181,3 +181,75 @@ def test_a_known_grid_lowers_only_what_it_rules_out_and_boxes_the_cell(puzzle) -
         assert (drop[i] > 1).float().mean() > 0.9, "off-centre places and the turns across the cell are ruled out"
     box = known["box"]
     torch.testing.assert_close(box[:, 2:] - box[:, :2], cell.expand(2, 2), atol=1e-5, rtol=0)
+
+
+def peaked_heatmaps(centres: list[tuple[float, float]], shape: tuple[int, int]) -> torch.Tensor:
+    """(n, r, h, w) logits, each piece's single peak (+10) at its (x, y) centre at rotation 0."""
+    h, w = shape
+    heatmap = torch.zeros(len(centres), 4, h, w)
+    for i, (x, y) in enumerate(centres):
+        heatmap[i, 0, int(y * h), int(x * w)] = 10.0
+    return heatmap
+
+
+@pytest.mark.parametrize("cols", [5, 6])
+def test_among_the_grids_the_cores_allow_the_pieces_matches_pick_one(cols: int) -> None:
+    """Cores 1.05 x a sixth wide (5.7 cells across: 5 or 6 both within reach) and a quarter high: the grid is the
+    one on whose cell centres the pieces' heatmaps peak."""
+    rng = np.random.default_rng(6)
+    cells = [(int(rng.integers(cols)), int(rng.integers(4))) for _ in range(12)]
+    centres = [((c + 0.5) / cols, (r + 0.5) / 4) for c, r in cells]
+    core = torch.tensor([1.05 / 6, 0.25])  # (w, h) upright
+    size = torch.stack([core, core.flip(0), core, core.flip(0)])[None].expand(12, 4, 2)  # (n, r, 2)
+    grid = read_grid(peaked_heatmaps(centres, (96, 96)), size, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert grid.tolist() == [4, cols]
+
+
+def test_the_cores_bound_the_grids_read() -> None:
+    """Peaks on a 14 x 14 grid's centres, cores of a 10 x 10 grid's cells: only grids of 8-12 cells a side (10
+    +- `GRID_SEARCH`, rounded out) are weighed, so 14 x 14 is not read."""
+    centres = [((c + 0.5) / 14, (r + 0.5) / 14) for r in range(14) for c in range(14)]
+    size = torch.tensor([0.1, 0.1]).expand(len(centres), 4, 2)
+    grid = read_grid(peaked_heatmaps(centres, (112, 112)), size, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert 8 <= grid.min() and grid.max() <= 12
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(4, 4), (3, 5)])
+def test_the_network_reads_a_jigsaws_grid_off_its_photographed_pieces(rows: int, cols: int) -> None:
+    """Every piece of a generated jigsaw at full photometric strength, through the untrained tiny network (its
+    pixel level places them), with no grid told: it reads the grid and answers its cells."""
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, size=(150, 200, 3), dtype=np.uint8)
+    puzzle = make_puzzle(image, 256, rows, cols, jigsaw=True, crop_min_area=1.0, rng=rng)
+    side = piece_canvas(256, rows, cols, True, MAX_STRENGTH)
+    cells = [(row, col) for row in range(rows) for col in range(cols)]
+    piece = torch.stack(
+        [
+            torch.from_numpy(render_piece(puzzle, row, col, side, 1.0, rng).image).permute(2, 0, 1).float() / 255
+            for row, col in cells
+        ]
+    )  # (n, 3, s, s)
+    canvas = torch.from_numpy(puzzle.canvas).permute(2, 0, 1)[None].float() / 255  # (1, 3, S, S)
+    content = torch.from_numpy(puzzle.grid.content_box())[None]  # (1, 4)
+    torch.manual_seed(0)
+    net = create_model("puzzle_cnn_tiny").eval()
+    with torch.no_grad():
+        out = net(piece, canvas, torch.zeros(len(cells), dtype=torch.long), content, read_grids=True)
+    assert out["grid"].tolist() == [[rows, cols]]
+    cell = cell_sizes(content, out["grid"])[0]  # (2,) (w, h)
+    torch.testing.assert_close(out["box"][:, 2:] - out["box"][:, :2], cell.expand(len(cells), 2))
+
+
+def test_a_grid_is_read_or_told_not_both(puzzle) -> None:
+    net = create_model("puzzle_cnn_tiny").eval()
+    piece, canvas = torch.zeros(1, 3, 104, 104), torch.zeros(1, 3, 256, 256)
+    with pytest.raises(ValueError, match="read it or be told it, not both"):
+        net(piece, canvas, torch.zeros(1, dtype=torch.long), None, torch.tensor([[4, 4]]), read_grids=True)
+
+
+def test_cores_too_small_for_the_heatmap_read_its_finest_grid() -> None:
+    """Specks of outline (cores a thousandth of the canvas) ask for 1,000 cells a side: the heatmap's 32 is the most
+    that can be read."""
+    size = torch.full((3, 4, 2), 1e-3)
+    grid = read_grid(torch.zeros(3, 4, 32, 32), size, torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    assert grid.tolist() == [32, 32]

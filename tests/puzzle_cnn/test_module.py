@@ -66,12 +66,12 @@ def test_checkpoint_predicts_without_hydra(trained) -> None:
     assert ((out["rotation_probability"] > 0) & (out["rotation_probability"] <= 1)).all()
 
 
-def test_known_grid_tells_the_network_each_puzzles_grid() -> None:
+def test_grid_told_tells_the_network_each_puzzles_grid() -> None:
     dm = PuzzlePhotosDataModule(puzzle_size=64, rows=2, cols=2, puzzles_per_image=1)
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     torch.manual_seed(0)
-    told, untold = PuzzleModule(arch="puzzle_cnn_tiny", known_grid=True), PuzzleModule(arch="puzzle_cnn_tiny")
+    told, untold = PuzzleModule(arch="puzzle_cnn_tiny", grid="told"), PuzzleModule(arch="puzzle_cnn_tiny")
     untold.load_state_dict(told.state_dict())
     with torch.no_grad():
         boxes = told.run_batch(batch)["box"]
@@ -79,7 +79,7 @@ def test_known_grid_tells_the_network_each_puzzles_grid() -> None:
     cells = batch["box"][:, 2:] - batch["box"][:, :2]  # (n, 2): every cell of a 2 x 2 grid has the same size
     torch.testing.assert_close(boxes[:, 2:] - boxes[:, :2], cells, atol=1.5 / 64, rtol=0)
     assert not torch.allclose(free[:, 2:] - free[:, :2], cells, atol=1.5 / 64), "untold, the size is the network's"
-    with pytest.raises(KeyError, match="known_grid: the batch has no 'grid'"):
+    with pytest.raises(KeyError, match="grid=told: the batch has no 'grid'"):
         told.run_batch({key: value for key, value in batch.items() if key != "grid"})
 
 
@@ -89,12 +89,34 @@ def test_told_the_grid_the_box_losses_still_train_the_size_head() -> None:
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     torch.manual_seed(0)
-    told = PuzzleModule(arch="puzzle_cnn_tiny", known_grid=True)
+    told = PuzzleModule(arch="puzzle_cnn_tiny", grid="told")
     out = told.run_batch(batch)
     assert not torch.allclose(out["box"], out["read_box"])  # the cell, and the network's own box
     sum(told.losses(out, batch).values()).backward()
     size_grads = [p.grad for p in told.net.size_head.parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in size_grads)
+
+
+def test_grid_pieces_reads_each_puzzles_grid_and_logs_how_often_it_is_right() -> None:
+    dm = PuzzlePhotosDataModule(puzzle_size=64, rows=2, cols=2, puzzles_per_image=1)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    torch.manual_seed(0)
+    module = PuzzleModule(arch="puzzle_cnn_tiny", grid="pieces")
+    with torch.no_grad():
+        out = module.run_batch({key: value for key, value in batch.items() if key != "grid"})  # nothing told
+    assert out["grid"].shape == batch["grid"].shape and out["grid"].dtype == torch.long
+    right = (out["grid"] == batch["grid"]).all(dim=1).float().mean()
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.update({name: value})  # type: ignore[method-assign]
+    with torch.no_grad():
+        module.validation_step(batch, 1)
+    torch.testing.assert_close(logged["val/grid_read"].compute(), right)
+
+
+def test_an_unknown_grid_source_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="grid: unknown 'known'; choose one of none, pieces, told"):
+        PuzzleModule(arch="puzzle_cnn_tiny", grid="known")
 
 
 @pytest.mark.slow

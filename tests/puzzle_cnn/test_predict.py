@@ -84,12 +84,30 @@ def test_the_json_holds_the_modules_boxes_and_rotations(checkpoint: Path, puzzle
 def test_a_model_told_the_grid_answers_cells_of_the_puzzles_grid(checkpoint: Path, puzzle) -> None:
     """The checkpoint's 2 x 2 grid over the letterboxed picture (y in [8, 56] of 64 px): cells 0.5 x 0.375."""
     path, _, pieces = puzzle
-    report = json.loads(predict(checkpoint, pieces, puzzle=path, overrides=["model.known_grid=true"]).read_text())
+    report = json.loads(predict(checkpoint, pieces, puzzle=path, overrides=["model.grid=told"]).read_text())
+    assert report["grid"] == {"source": "told", "rows_cols": [2, 2]}
     for piece in report["pieces"]:
         x1, y1, x2, y2 = piece["box_canvas"]
         assert x1 == pytest.approx(0.0, abs=1e-6) or x1 == pytest.approx(0.5, abs=1e-6)
         assert y1 == pytest.approx(8 / 64, abs=1e-6) or y1 == pytest.approx(8 / 64 + 0.375, abs=1e-6)
         assert (x2 - x1, y2 - y1) == pytest.approx((0.5, 0.375), abs=1e-6)
+
+
+def test_a_model_reading_the_grid_off_the_pieces_reports_it_and_answers_its_cells(checkpoint: Path, puzzle) -> None:
+    """Two 20 x 20-px pieces (at puzzle scale) of the 64 x 48-px picture: whatever grid is read, the JSON names it,
+    every box is one of its cells, and the pieces are read together however small the batch."""
+    path, _, pieces = puzzle
+    report = json.loads(
+        predict(checkpoint, pieces, puzzle=path, overrides=["model.grid=pieces"], batch_size=1).read_text()
+    )
+    rows, cols = report["grid"]["rows_cols"]
+    assert report["grid"]["source"] == "pieces" and rows >= 1 and cols >= 1
+    cell_w, cell_h = 1.0 / cols, (48 / 64) / rows
+    for piece in report["pieces"]:
+        x1, y1, x2, y2 = piece["box_canvas"]
+        assert (x2 - x1, y2 - y1) == pytest.approx((cell_w, cell_h), abs=1e-6)
+        assert (x1 / cell_w) == pytest.approx(round(x1 / cell_w), abs=1e-5)
+        assert ((y1 - 8 / 64) / cell_h) == pytest.approx(round((y1 - 8 / 64) / cell_h), abs=1e-5)
 
 
 def test_a_piece_is_scaled_and_centred_on_the_training_canvas() -> None:
@@ -118,12 +136,15 @@ def test_the_content_box_is_where_the_letterbox_put_the_image() -> None:
 
 
 class Recorder(torch.nn.Module):
-    """Stands in for the module: records the picture's box and grid it is handed, answers box 0 and turn 0."""
+    """Stands in for the module: records the picture's box, the grid and the batch sizes it is handed and whether
+    to read the grid, answers box 0 and turn 0 (and grid 5 x 6 when told to read one)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.contents: list[torch.Tensor] = []
         self.grids: list[torch.Tensor | None] = []
+        self.reads: list[bool] = []
+        self.batches: list[int] = []
 
     def forward(
         self,
@@ -132,24 +153,32 @@ class Recorder(torch.nn.Module):
         puzzle_index: torch.Tensor,
         content: torch.Tensor,
         grid: torch.Tensor | None,
+        read_grids: bool,
     ) -> dict[str, torch.Tensor]:
         self.contents.append(content)
         self.grids.append(grid)
-        return {"box": torch.zeros(len(piece), 4), "rotation_logits": torch.zeros(len(piece), 4)}
+        self.reads.append(read_grids)
+        self.batches.append(len(piece))
+        out = {"box": torch.zeros(len(piece), 4), "rotation_logits": torch.zeros(len(piece), 4)}
+        return out | ({"grid": torch.tensor([[5, 6]])} if read_grids else {})
 
 
 def test_locate_hands_the_module_where_the_picture_sits() -> None:
     """The border rule needs the picture's edges: every forward pass gets the letterbox's content box."""
     recorder, content = Recorder(), torch.tensor([0.0, 0.125, 1.0, 0.875])
-    boxes, probabilities = locate(
+    boxes, probabilities, grid = locate(
         recorder, torch.rand(3, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu")
     )
-    assert boxes.shape == (3, 4) and probabilities.shape == (3, 4)
+    assert boxes.shape == (3, 4) and probabilities.shape == (3, 4) and grid is None
     assert len(recorder.contents) == 2 and all(torch.equal(c, content[None]) for c in recorder.contents)
     assert recorder.grids == [None, None], "no grid unless the module is told it"
-    locate(recorder, torch.rand(1, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu"),
-           torch.tensor([4, 3]))  # fmt: skip
-    assert torch.equal(recorder.grids[-1], torch.tensor([[4, 3]]))
+    *_, grid = locate(recorder, torch.rand(1, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu"),
+                      torch.tensor([4, 3]))  # fmt: skip
+    assert torch.equal(recorder.grids[-1], torch.tensor([[4, 3]])) and grid is None
+    *_, grid = locate(recorder, torch.rand(3, 3, 8, 8), torch.rand(3, 16, 16), content, 2, torch.device("cpu"),
+                      read_grid=True)  # fmt: skip
+    assert recorder.reads[-1] and recorder.batches[-1] == 3, "read off every piece in one batch"
+    assert grid == [5, 6]
 
 
 def test_wrong_inputs_are_named(checkpoint: Path, puzzle, tmp_path: Path) -> None:
