@@ -659,7 +659,7 @@ class PuzzleNet(nn.Module):
         canvas = torch.tensor([puzzle.shape[-1], puzzle.shape[-2]], device=size.device, dtype=size.dtype)  # (W, H)
         return flat.view(n, ROTATIONS, 4), (size / canvas).view(n, ROTATIONS, 2)
 
-    def read_grids(self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor) -> Tensor:
+    def grids_from_pieces(self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor) -> Tensor:
         """(n, r, h, w) heatmap logits, (n, r, 2) cores (`outlines`), (p, 4) pictures' boxes and (n,) puzzle of each
         piece -> (p, 2) long (rows, cols) of each puzzle, read off its pieces in the batch (`borders.read_grid`);
         (1, 1) for a puzzle without pieces. No gradient: a count is not differentiable."""
@@ -713,7 +713,7 @@ class PuzzleNet(nn.Module):
             ruled_out = ~allowed_places(flat, core, piece_content, shape)  # (n, r, h, w)
             heatmap = heatmap - self.border_prior * ruled_out.to(heatmap.dtype)
         if read_grids:
-            grid = self.read_grids(heatmap, core, content, puzzle_index)  # (p, 2)
+            grid = self.grids_from_pieces(heatmap, core, content, puzzle_index)  # (p, 2)
         if grid is not None and self.grid_prior > 0:
             off_grid = ~grid_places(core, piece_content, grid[puzzle_index], shape)  # (n, r, h, w)
             heatmap = heatmap - self.grid_prior * off_grid.to(heatmap.dtype)
