@@ -70,9 +70,11 @@ def test_figures(test: dict[str, float]) -> dict[str, float]:
     return {key.removeprefix("test/"): value for key, value in test.items() if key.removeprefix("test/") in READ}
 
 
-def grid_figures(run_dir: Path, best: str, source: str) -> dict[str, float]:
-    """The run's `best` checkpoint on the test split with ``model.grid`` = `source` (evaluate.py)."""
-    summary = evaluate(best, [f"model.grid={source}"], output_dir=run_dir / "evaluate" / f"grid_{source}")
+def grid_figures(run_dir: Path, best: str, source: str, add: bool) -> dict[str, float]:
+    """The run's `best` checkpoint on the test split with ``model.grid`` = `source` (evaluate.py); `add` for a run
+    from before the option, whose config lacks the key (``+model.grid``)."""
+    override = f"{'+' if add else ''}model.grid={source}"
+    summary = evaluate(best, [override], output_dir=run_dir / "evaluate" / f"grid_{source}")
     return test_figures(summary["test"])
 
 
@@ -115,10 +117,12 @@ def main(argv: list[str]) -> int:
     summary = json.loads((run_dir / "metrics.json").read_text())
     data = data_config(overrides)
     trained_with = OmegaConf.select(checkpoint_config(summary["best_checkpoint"]), "model.grid")
+    older = trained_with is None  # a run from before model.grid, which knew nothing of the grid
+    trained_with = "none" if older else trained_with
     figures = {trained_with: test_figures(summary["test"])}
     for source in GRID_ROWS:
         if source not in figures:
-            figures[source] = grid_figures(run_dir, summary["best_checkpoint"], source)
+            figures[source] = grid_figures(run_dir, summary["best_checkpoint"], source, older)
     baseline_run = baseline_figures(data, overrides)  # once: on a cache miss this runs template matching (~12 min)
     baseline = {key: baseline_run[key] for key in KEYS}
     rows = {name: figures[source] for source, name in GRID_ROWS.items()} | {"template_matching": baseline}

@@ -707,14 +707,15 @@ class PuzzleNet(nn.Module):
         if content is None:
             content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
         piece_content = content[puzzle_index]  # (n, 4)
-        if self.border_prior > 0 or grid is not None or read_grids:
+        gridded = self.grid_prior > 0 and (grid is not None or read_grids)  # the grid's rule is on
+        if self.border_prior > 0 or read_grids or gridded:
             flat, core = self.outlines(piece, puzzle)  # (n, r, 4), (n, r, 2)
         if self.border_prior > 0:
             ruled_out = ~allowed_places(flat, core, piece_content, shape)  # (n, r, h, w)
             heatmap = heatmap - self.border_prior * ruled_out.to(heatmap.dtype)
         if read_grids:
             grid = self.grids_from_pieces(heatmap, core, content, puzzle_index)  # (p, 2)
-        if grid is not None and self.grid_prior > 0:
+        if gridded:
             off_grid = ~grid_places(core, piece_content, grid[puzzle_index], shape)  # (n, r, h, w)
             heatmap = heatmap - self.grid_prior * off_grid.to(heatmap.dtype)
         size = torch.sigmoid(self.size_head(piece_map)) * size_scale  # (n, 2) (w, h), piece's frame
