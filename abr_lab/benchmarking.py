@@ -10,6 +10,10 @@ as configured; the data shrunk so that they generate in seconds):
 - DataModule throughput (batches/s through the configured DataLoader) against the model's training step rate on a
   batch already in memory; the ratio (above 1 the model never waits);
 - inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
+- host syncs per training step (`abr_lab.host_sync`: the ops that would stop a GPU run's host until the device is
+  done) of the plain loop, the bare and the configured Lightning run, and where they come from; counted on the CPU,
+  in runs of their own (counting slows every op);
+- the graphs `torch.compile` would cut the inference forward into, and where it breaks (`torch._dynamo.explain`);
 - peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
   `torch.cuda.max_memory_allocated` (GPU);
 - on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager, with the
@@ -46,10 +50,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from abr_lab.config import compose_config
+from abr_lab.host_sync import HostSyncCounter, package_path
 from abr_lab.lstm_extractor.network import build_inputs, detach_state
 
 Batch = dict[str, Tensor]
 FAMILIES = ("lstm_extractor", "optimized_unet", "rawnet2", "puzzle_cnn")
+SYNC_STEPS = 2  # training steps whose host syncs are counted (the count is the same every step between log steps)
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,38 @@ def plain_rate(
     return samples / (time.perf_counter() - start)
 
 
+def lightning_trainer(
+    cfg: DictConfig, batches: int, configured: bool, workdir: Path, callbacks: list[Callback], **trainer_kwargs: Any
+) -> L.Trainer:
+    """A one-epoch `Trainer` over `batches` training batches, bare (no logger, checkpoints or progress bar; only
+    `callbacks`) or with the run's configured callbacks, curriculum and loggers added."""
+    from abr_lab.train import instantiate_group  # the run's own way of building them
+
+    loggers: list[Any] = []
+    if configured:
+        callbacks = [*callbacks, *instantiate_group(cfg.get("callbacks"))]
+        if cfg.get("curriculum"):
+            callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
+        loggers = instantiate_group(cfg.get("logger"))
+    return L.Trainer(
+        accelerator=trainer_kwargs.pop("accelerator", "auto"),
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+        log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50),
+        callbacks=callbacks,
+        logger=loggers or False,
+        enable_checkpointing=configured,
+        enable_progress_bar=configured,
+        enable_model_summary=False,
+        default_root_dir=str(workdir),
+        **trainer_kwargs,
+    )
+
+
 def lightning_rate(
     family: str,
     module: L.LightningModule,
@@ -271,34 +309,81 @@ def lightning_rate(
     **trainer_kwargs: Any,
 ) -> float:
     """Samples/s of `Trainer.fit` on the same batches, bare or with the run's configured callbacks and loggers."""
-    from abr_lab.train import instantiate_group  # the run's own way of building them
-
     timer = StepTimer(family, recipe.warmup)
-    callbacks: list[Callback] = [timer]
-    loggers: list[Any] = []
-    if configured:
-        callbacks += instantiate_group(cfg.get("callbacks"))
-        if cfg.get("curriculum"):
-            callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
-        loggers = instantiate_group(cfg.get("logger"))
-    trainer = L.Trainer(
-        accelerator=trainer_kwargs.pop("accelerator", "auto"),
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=recipe.warmup + recipe.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_checkpointing=configured,
-        enable_progress_bar=configured,
-        enable_model_summary=False,
-        default_root_dir=str(workdir),
-        **trainer_kwargs,
-    )
+    trainer = lightning_trainer(cfg, recipe.warmup + recipe.steps, configured, workdir, [timer], **trainer_kwargs)
     trainer.fit(module, datamodule=datamodule)
     return timer.rate()
+
+
+def compile_graphs(family: str, module: L.LightningModule, batch: Batch) -> dict[str, Any]:
+    """How `torch.compile` would cut the family's inference forward (`torch._dynamo.explain`, tracing only): the
+    graphs, the breaks between them and why, where (`path:line reason`, counted). Every break is a return to
+    Python that the compiler cannot fuse across; a reason without a break is code left to eager at the end of a
+    graph (an `nn.LSTM` or `nn.GRU`: dynamo does not trace RNN modules). Run in eval mode without gradients."""
+    torch._dynamo.reset()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(lambda: infer(family, module, batch))()
+    torch._dynamo.reset()
+    where: dict[str, int] = {}
+    for reason in explained.break_reasons:
+        frame = reason.user_stack[-1] if reason.user_stack else None
+        place = f"{package_path(frame.filename)}:{frame.lineno}" if frame else "?"
+        key = f"{place} {reason.reason.splitlines()[0][:100]}"
+        where[key] = where.get(key, 0) + 1
+    return {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count, "where": where}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# host syncs (abr_lab.host_sync): counted apart from the timed runs, whose speed the counting would change
+
+
+class SyncWindow(Callback):
+    """Counts from the start of training batch `warmup` to the start of batch `warmup + steps` (or the epoch's end):
+    each counted step with everything Lightning does after it (logging, progress bar); the next batch's fetch is data
+    loading, which the counter leaves out."""
+
+    def __init__(self, counter: HostSyncCounter, warmup: int, steps: int) -> None:
+        self.counter, self.warmup, self.steps = counter, warmup, steps
+        self.seen = self.counted = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
+        self.counter.active = self.warmup <= self.seen < self.warmup + self.steps
+        self.counted += self.counter.active
+        self.seen += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.counter.active = False
+
+
+def lightning_syncs(
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    cfg: DictConfig,
+    warmup: int,
+    steps: int,
+    configured: bool,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Host syncs per training step of `Trainer.fit` (`HostSyncCounter.per_step`), bare or configured; the steps
+    counted are the first after `warmup` (between logging steps when the run logs every 10 or more)."""
+    counter = HostSyncCounter(active=False)
+    window = SyncWindow(counter, warmup, steps)
+    trainer = lightning_trainer(cfg, warmup + steps + 1, configured, workdir, [window])
+    with counter:
+        trainer.fit(module, datamodule=datamodule)
+    if not window.counted:
+        raise RuntimeError(f"the training loader ran out before step {warmup}: no step was counted")
+    return counter.per_step(window.counted)
+
+
+def plain_syncs(family: str, module: L.LightningModule, batch: Batch, clip: float, steps: int) -> dict[str, Any]:
+    """Host syncs per step of the plain loop's training step (`plain_step`) on one batch in memory."""
+    optimizer, scheduler = optimizers_of(module)
+    counter = HostSyncCounter()
+    with counter:
+        for _ in range(steps):
+            plain_step(family, module, batch, optimizer, scheduler, clip)
+    return counter.per_step(steps)
 
 
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -358,10 +443,17 @@ def bench_family(
         samples = batch_samples(family, batch)
         optimizer, scheduler = optimizers_of(module)
         step_s = median_time(lambda: plain_step(family, module, batch, optimizer, scheduler, clip), recipe.repeats)
+        syncs: dict[str, Any] = {}
+        if device.type == "cpu":  # the same ops on any device: a GPU's minutes go to what only it can measure
+            counted = min(SYNC_STEPS, recipe.steps)
+            syncs["plain"] = plain_syncs(family, module, batch, clip, counted)
+            for loop, configured in (("lightning_bare", False), ("lightning_configured", True)):
+                syncs[loop] = lightning_syncs(module, datamodule, cfg, recipe.warmup, counted, configured, workdir)
         data_s = data_seconds_per_batch(datamodule, recipe)
         module.eval()
         with torch.inference_mode():
             infer_s = median_time(lambda: infer(family, module, batch), max(3, recipe.repeats))
+        graphs = compile_graphs(family, module, batch) if device.type == "cpu" else {}
         module.train()
         result: dict[str, Any] = {
             "batch_size": int(cfg.data.batch_size),
@@ -378,6 +470,8 @@ def bench_family(
             "num_workers": int(cfg.data.get("num_workers", 0)),
             "inference_samples_per_s": samples / infer_s,
             "inference_ms_per_batch": 1000.0 * infer_s,
+            **({"host_syncs_per_step": syncs} if syncs else {}),
+            **({"compile_graphs": graphs} if graphs else {}),
             # process RSS on the CPU; on a GPU the batch scaling below reports device memory instead
             "memory": {}
             if device.type == "cuda"
@@ -648,6 +742,7 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         dates = [f"{f} {r['measured']}" for f, r in framework.items() if isinstance(r, Mapping) and "measured" in r]
         lines += ["", f"Rows measured: {', '.join(dates)}."] if dates else []
         lines.append("")
+        lines += sync_table(framework)
     gpu_rows = {
         family + (" (stopped early)" if r.get("partial") else ""): r["gpu"]
         for family, r in framework.items()
@@ -696,6 +791,39 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         lines += [f"| {k} | {_cell(v)} |" for k, v in section.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def sync_table(framework: Mapping[str, Any]) -> list[str]:
+    """Markdown lines: host syncs per training step (`abr_lab.host_sync`) by family and loop, where they come from,
+    and the graphs of `compile_graphs`; empty when no row has them (results from before they were counted)."""
+    rows = {
+        f: r["host_syncs_per_step"]
+        for f, r in framework.items()
+        if isinstance(r, Mapping) and "host_syncs_per_step" in r
+    }
+    if not rows:
+        return []
+    loops = ("plain", "lightning_bare", "lightning_configured")
+    lines = [
+        "Host syncs per training step (reads / value-shaped ops / tensors from host data), counted on any device: "
+        "each read or value-shaped op stops a GPU run's host until the step's kernels are done.",
+        "",
+        "| family | plain loop | Lightning bare | Lightning configured | where (per step, configured) "
+        "| torch.compile: graphs / breaks; why, where |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for family, by_loop in rows.items():
+        cells = [" / ".join(f"{by_loop[loop][k]:g}" for k in ("read", "shape", "host_data")) for loop in loops]
+        where = "; ".join(f"{n:g} {w}" for w, n in by_loop["lightning_configured"]["where"].items()) or "none"
+        graphs = framework[family].get("compile_graphs")
+        compiled = (
+            f"{graphs['graphs']} / {graphs['graph_breaks']}"
+            + "".join(f"; {n} × {w}" for w, n in graphs["where"].items())
+            if graphs
+            else "-"
+        )
+        lines.append(f"| {family} | {' | '.join(cells)} | {where} | {compiled} |")
+    return [*lines, ""]
 
 
 def _cell(value: Any) -> str:

@@ -186,7 +186,7 @@ class HealthMonitor(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):  # flags on the device, read every `interval` steps: no sync per step
             bad = ~torch.isfinite(loss.detach()).all()
-            step = torch.tensor(float(self._batch_step), device=loss.device)
+            step = torch.full((), float(self._batch_step), device=loss.device)  # a fill, not a host copy
             if self._bad_loss is None:
                 self._bad_loss = torch.stack([bad.float(), torch.where(bad, step, -1.0)])
             else:

@@ -265,8 +265,13 @@ def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path)
             assert r[key] > 0, (family, key)  # no timing asserted: fields only
         ((batch, memory),) = r["memory"].items()
         assert int(batch) == r["batch_size"] and memory["peak_rss_mb"] >= memory["rss_before_training_mb"] > 0
+        for loop in ("plain", "lightning_bare", "lightning_configured"):
+            syncs = r["host_syncs_per_step"][loop]
+            assert {"read", "shape", "host_data", "where"} <= set(syncs), (family, loop)
+        assert r["compile_graphs"]["graphs"] >= 1 and r["compile_graphs"]["graph_breaks"] >= 0, family
     report = out.with_suffix(".md").read_text()
     assert "| lstm_extractor |" in report and "| puzzle_cnn |" in report and "torch" in report
+    assert "Host syncs per training step" in report
 
 
 def test_framework_benchmark_of_one_family_keeps_the_other_rows(tmp_path):

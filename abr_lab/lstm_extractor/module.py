@@ -139,7 +139,7 @@ class LSTMExtractorModule(L.LightningModule):
             total, steps = total + loss.detach(), steps + 1
         scheduler.step()
         loss = total / steps
-        self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
+        self.log("train/loss", loss, batch_size=x.shape[0])
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

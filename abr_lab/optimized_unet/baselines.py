@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from abr_lab.metrics import ABRMetrics
 from abr_lab.optimized_unet.datamodule import ABRDataModule, Normalization
 from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES, ABRRecords
+from abr_lab.progress import LossProgressBar
 
 # --------------------------------------------------------------------------------------------------------------
 # Gradient-boosted trees
@@ -295,7 +296,7 @@ class CNNBaseline(L.LightningModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["signal"], batch["static"]), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["label"]))
+        self.log("train/loss", loss, batch_size=len(batch["label"]))
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -363,6 +364,7 @@ def cnn_baseline(
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress,
+        callbacks=[LossProgressBar()] if progress else [],
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )

@@ -265,7 +265,7 @@ class OptimizedUNetModule(L.LightningModule):
             total = total + self.train_weights["diffusion"] * parts["diffusion"]
         self.task_losses = {k: self.train_weights[k] * v for k, v in parts.items() if self.train_weights[k] > 0}
         b = batch["label"].shape[0]
-        self.log("train/loss", total, prog_bar=True, batch_size=b)
+        self.log("train/loss", total, batch_size=b)
         self.log_dict({f"train/loss_{k}": v for k, v in parts.items()}, batch_size=b)
         return total
 

@@ -215,7 +215,7 @@ class PuzzleModule(L.LightningModule):
         n = len(batch["piece"])
         named = {"loss": loss, **{f"loss_{key}": value for key, value in terms.items()}}
         if stage == "train":
-            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            self.log("train/loss", loss, batch_size=n)
             self.log_dict({f"train/loss_{key}": value for key, value in terms.items()}, batch_size=n)
             return loss
         for key, value in named.items():  # every term is a mean over the batch's pieces

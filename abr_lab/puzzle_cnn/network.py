@@ -81,6 +81,35 @@ def rotation_hypotheses(piece: Tensor) -> Tensor:
     return torch.stack([torch.rot90(piece, -r, dims=(-2, -1)) for r in range(ROTATIONS)], dim=1).flatten(0, 1)
 
 
+Rows = slice | Tensor  # rows of one puzzle's pieces: a slice when consecutive (as batches are collated), else indices
+
+
+def puzzle_groups(puzzle_index: Tensor) -> list[tuple[int, Rows]]:
+    """(puzzle, rows of its pieces) for every puzzle in the (n,) `puzzle_index`, in puzzle order. The index is read to
+    the host once (the grouping decides which convolutions run: on a GPU, one sync however many puzzles, where a
+    `unique` and a `nonzero` per puzzle were one each); consecutive pieces come back as slices, which need nothing
+    more from the device."""
+    rows: dict[int, list[int]] = {}
+    for i, q in enumerate(puzzle_index.tolist()):
+        rows.setdefault(q, []).append(i)
+    groups: list[tuple[int, Rows]] = []
+    for q in sorted(rows):
+        mine = rows[q]
+        consecutive = mine[-1] - mine[0] + 1 == len(mine)
+        groups.append((q, slice(mine[0], mine[-1] + 1) if consecutive else puzzle_index.new_tensor(mine)))
+    return groups
+
+
+def template_rows(rows: Rows, r: int, chunk: int) -> list[Rows]:
+    """The rows of (n r, ...) flattened templates that belong to the pieces `rows` of (n, ...), `r` per piece, in
+    parts of at most `chunk`."""
+    if isinstance(rows, slice):
+        start, stop = rows.start * r, rows.stop * r
+        return [slice(a, min(a + chunk, stop)) for a in range(start, stop, chunk)]
+    flat = (rows[:, None] * r + torch.arange(r, device=rows.device)).flatten()  # (m r,)
+    return list(flat.split(chunk))
+
+
 def normalized_cross_correlation(
     puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor, zero_mean: bool = True
 ) -> Tensor:
@@ -120,10 +149,9 @@ def normalized_cross_correlation(
     window_norm = energy.clamp_min(floor).sqrt()  # (p, 1, H, W)
     template_norm = templates.pow(2).flatten(2).sum(dim=2).clamp_min(floor).sqrt()  # (n, r)
     out = puzzle_map.new_zeros(n, r, height, width)
-    for q in puzzle_index.unique().tolist():
-        rows = (puzzle_index == q).nonzero().squeeze(1)  # the pieces of puzzle q
+    for q, rows in puzzle_groups(puzzle_index):  # the pieces of puzzle q
         weight = templates[rows].reshape(-1, c, k, k)  # (m r, c, k, k)
-        dot = F.conv2d(puzzle_map[q : q + 1], weight, padding=k // 2).view(len(rows), r, height, width)  # (m, r, H, W)
+        dot = F.conv2d(puzzle_map[q : q + 1], weight, padding=k // 2).view(-1, r, height, width)  # (m, r, H, W)
         out[rows] = dot / (window_norm[q] * template_norm[rows][:, :, None, None])
     return out  # (n, r, H, W)
 
@@ -251,14 +279,13 @@ def silhouette_correlation(
         deviation = flat - (weights * flat).sum(dim=(-2, -1), keepdim=True) / total[..., None, None]  # mean under w
         centred = deviation * weights  # (n r, c, k, k): zero outside the mask
         template_energy = (deviation.pow(2) * weights).sum(dim=(1, 2, 3))  # (n r,): sum of w (t - mean)^2
-        owner = puzzle_index.repeat_interleave(r)  # (n r,) the puzzle of each template
         floor = MIN_VARIANCE * c * total  # (n r, 1): a flat window or template scores ~0
 
         def correlation(spectrum: Tensor) -> Tensor:  # (m, …, a, b // 2 + 1) -> (m, …, H, W), in the pixel domain
             return torch.fft.irfft2(spectrum, s=size)[..., :height, :width]
 
-        for q in owner.unique().tolist():
-            for part in (owner == q).nonzero().squeeze(1).split(chunk):
+        for q, rows in puzzle_groups(puzzle_index):
+            for part in template_rows(rows, r, chunk):  # (m,) or a slice of the (n r) templates
                 t_f = torch.fft.rfft2(centred[part], s=size).conj()  # (m, c, a, b // 2 + 1)
                 w_f = torch.fft.rfft2(weights[part], s=size).conj()  # (m, 1, a, b // 2 + 1)
                 dot = correlation((x_f[q] * t_f).sum(dim=1))  # (m, H, W): channels summed before the inverse FFT
@@ -656,8 +683,8 @@ class PuzzleNet(nn.Module):
         n = piece.shape[0]
         masks = silhouette(rotation_hypotheses(piece))[:, 0] > 0.5  # (n r, s, s)
         flat, size = flat_sides(masks)  # (n r, 4), (n r, 2) px
-        canvas = torch.tensor([puzzle.shape[-1], puzzle.shape[-2]], device=size.device, dtype=size.dtype)  # (W, H)
-        return flat.view(n, ROTATIONS, 4), (size / canvas).view(n, ROTATIONS, 2)
+        fraction = torch.stack([size[:, 0] / puzzle.shape[-1], size[:, 1] / puzzle.shape[-2]], dim=1)  # (n r, 2)
+        return flat.view(n, ROTATIONS, 4), fraction.view(n, ROTATIONS, 2)
 
     def grids_from_pieces(self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor) -> Tensor:
         """(n, r, h, w) heatmap logits, (n, r, 2) cores (`outlines`), (p, 4) pictures' boxes and (n,) puzzle of each
@@ -665,9 +692,8 @@ class PuzzleNet(nn.Module):
         (1, 1) for a puzzle without pieces. No gradient: a count is not differentiable."""
         grids = torch.ones(content.shape[0], 2, dtype=torch.long, device=heatmap.device)  # (p, 2)
         heatmap = heatmap.detach()
-        for p in puzzle_index.unique().tolist():
-            mine = puzzle_index == p  # (n,)
-            grids[p] = read_grid(heatmap[mine], size[mine], content[p])
+        for p, rows in puzzle_groups(puzzle_index):
+            grids[p] = read_grid(heatmap[rows], size[rows], content[p])
         return grids
 
     def forward(

@@ -139,7 +139,7 @@ class RawNet2Module(L.LightningModule):
         losses = torch.stack([self.loss(logits, batch["label"]) for logits in members])  # (m,)
         logits = members.mean(dim=0)  # (b, 2)
         accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
-        self.log("train/loss", losses.mean(), prog_bar=True, batch_size=len(logits))
+        self.log("train/loss", losses.mean(), batch_size=len(logits))
         self.log("train/accuracy", accuracy, batch_size=len(logits))
         return losses.sum()
 

@@ -23,11 +23,13 @@ from abr_lab.puzzle_cnn.network import (
     make_templates,
     normalized_cross_correlation,
     peak_window,
+    puzzle_groups,
     read_out,
     rotation_hypotheses,
     silhouette,
     silhouette_correlation,
     snap_to_grid,
+    template_rows,
     template_side,
 )
 from abr_lab.registry import create_model, list_models
@@ -519,3 +521,27 @@ def test_centred_correlation_ignores_a_feature_offset_shared_by_piece_and_puzzle
     torch.testing.assert_close(shifted, plain, atol=1e-5, rtol=1e-4)
     out = create_model("puzzle_cnn_tiny", correlation="centred")(*batch())
     assert torch.isfinite(out["heatmap"]).all()
+
+
+def test_puzzle_groups_slice_consecutive_pieces_and_index_the_rest():
+    groups = puzzle_groups(torch.tensor([2, 2, 0, 3, 0]))  # puzzle 1 has no piece here
+    assert [q for q, _ in groups] == [0, 2, 3]
+    (_, scattered), (_, first), (_, last) = groups
+    assert scattered.tolist() == [2, 4] and first == slice(0, 2) and last == slice(3, 4)
+    assert template_rows(first, 4, 3) == [slice(0, 3), slice(3, 6), slice(6, 8)]  # 2 pieces x 4 rotations
+    assert [part.tolist() for part in template_rows(scattered, 2, 3)] == [[4, 5, 8], [9]]
+
+
+def test_correlations_of_shuffled_pieces_are_the_same_maps_shuffled():
+    """Pieces grouped by slices (collated batches) or by indices (any order) are matched against the same puzzle."""
+    torch.manual_seed(0)
+    index = torch.tensor([0, 0, 0, 1, 1])
+    order = torch.tensor([3, 0, 4, 2, 1])  # the puzzles' pieces interleaved
+    maps, templates = torch.randn(2, 3, 9, 10), torch.randn(5, 4, 3, 3, 3)
+    ncc = normalized_cross_correlation(maps, templates, index)
+    assert torch.allclose(normalized_cross_correlation(maps, templates[order], index[order]), ncc[order], atol=1e-6)
+    puzzle, pieces = torch.rand(2, 3, 16, 15), torch.rand(5, 4, 3, 5, 5)
+    masks = (torch.rand(5, 4, 1, 5, 5) > 0.3).float()
+    pixel = silhouette_correlation(puzzle, pieces, masks, index, chunk=3)
+    shuffled = silhouette_correlation(puzzle, pieces[order], masks[order], index[order], chunk=3)
+    assert torch.allclose(shuffled, pixel[order], atol=1e-5)
