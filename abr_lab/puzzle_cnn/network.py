@@ -47,7 +47,6 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
-from scipy.fft import next_fast_len
 from torch import Tensor, nn
 
 from abr_lab.layers.fpn import FeaturePyramid
@@ -82,22 +81,40 @@ def rotation_hypotheses(piece: Tensor) -> Tensor:
 
 
 Rows = slice | Tensor  # rows of one puzzle's pieces: a slice when consecutive (as batches are collated), else indices
+Groups = list[tuple[int, Rows]]  # (puzzle, rows of its pieces) per puzzle: `puzzle_groups`
 
 
-def puzzle_groups(puzzle_index: Tensor) -> list[tuple[int, Rows]]:
+def puzzle_groups(puzzle_index: Tensor) -> Groups:
     """(puzzle, rows of its pieces) for every puzzle in the (n,) `puzzle_index`, in puzzle order. The index is read to
-    the host once (the grouping decides which convolutions run: on a GPU, one sync however many puzzles, where a
-    `unique` and a `nonzero` per puzzle were one each); consecutive pieces come back as slices, which need nothing
-    more from the device."""
+    the host once (the grouping decides which convolutions run: on a GPU one sync, and under `torch.compile` one graph
+    break, however many puzzles); consecutive pieces come back as slices, which need nothing more from the device.
+    `PuzzleNet.forward` groups once and hands the groups to every correlation; called alone, each groups itself."""
     rows: dict[int, list[int]] = {}
     for i, q in enumerate(puzzle_index.tolist()):
         rows.setdefault(q, []).append(i)
-    groups: list[tuple[int, Rows]] = []
+    groups: Groups = []
     for q in sorted(rows):
         mine = rows[q]
         consecutive = mine[-1] - mine[0] + 1 == len(mine)
         groups.append((q, slice(mine[0], mine[-1] + 1) if consecutive else puzzle_index.new_tensor(mine)))
     return groups
+
+
+def fft_length(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: a real FFT of that length is fast (scipy's `next_fast_len(n, real=True)`,
+    written out in plain Python so that `torch.compile` traces through it rather than breaking the graph)."""
+    best = 1 << max(0, n - 1).bit_length()  # the power of two
+    five = 1
+    while five < best:
+        odd = five  # 3^b 5^c
+        while odd < best:
+            candidate = odd
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            odd *= 3
+        five *= 5
+    return best
 
 
 def template_rows(rows: Rows, r: int, chunk: int) -> list[Rows]:
@@ -111,7 +128,7 @@ def template_rows(rows: Rows, r: int, chunk: int) -> list[Rows]:
 
 
 def normalized_cross_correlation(
-    puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor, zero_mean: bool = True
+    puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor, zero_mean: bool = True, groups: Groups | None = None
 ) -> Tensor:
     """Normalised cross-correlation of each template with every k x k window of its piece's puzzle map ('same'
     padding).
@@ -123,6 +140,7 @@ def normalized_cross_correlation(
         zero_mean: subtract the template's and the window's own mean per channel first (zero-mean NCC, OpenCV's
             TM_CCOEFF_NORMED): a brightness or contrast change of the piece does not change the score, and a
             direction every feature shares does not count as a match. False = plain cosine similarity.
+        groups: `puzzle_groups(puzzle_index)` when the caller has it (None: grouped here).
 
     Returns:
         (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on cell (i, j). Border
@@ -149,7 +167,7 @@ def normalized_cross_correlation(
     window_norm = energy.clamp_min(floor).sqrt()  # (p, 1, H, W)
     template_norm = templates.pow(2).flatten(2).sum(dim=2).clamp_min(floor).sqrt()  # (n, r)
     out = puzzle_map.new_zeros(n, r, height, width)
-    for q, rows in puzzle_groups(puzzle_index):  # the pieces of puzzle q
+    for q, rows in puzzle_groups(puzzle_index) if groups is None else groups:  # the pieces of puzzle q
         weight = templates[rows].reshape(-1, c, k, k)  # (m r, c, k, k)
         dot = F.conv2d(puzzle_map[q : q + 1], weight, padding=k // 2).view(-1, r, height, width)  # (m, r, H, W)
         out[rows] = dot / (window_norm[q] * template_norm[rows][:, :, None, None])
@@ -163,10 +181,13 @@ def centre_on_puzzle(puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor
     return puzzle_map - mean, templates - mean[puzzle_index][:, None]  # (p, c, H, W), (n, r, c, k, k)
 
 
-def correlate(kind: str, puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor) -> Tensor:
+def correlate(
+    kind: str, puzzle_map: Tensor, templates: Tensor, puzzle_index: Tensor, groups: Groups | None = None
+) -> Tensor:
     """One level's (n, r, H, W) correlation map by `kind`: ``zncc`` (zero-mean NCC), ``centred`` (cosine after
-    `centre_on_puzzle`) or ``cosine``. A 1 x 1 template has no spatial mean to subtract (zero-mean NCC would be 0
-    everywhere), so ``zncc`` falls back to ``centred`` there (the coarsest level of small pieces)."""
+    `centre_on_puzzle`) or ``cosine`` (`groups` as in `normalized_cross_correlation`). A 1 x 1 template has no
+    spatial mean to subtract (zero-mean NCC would be 0 everywhere), so ``zncc`` falls back to ``centred`` there (the
+    coarsest level of small pieces)."""
     if kind == "zncc" and templates.shape[-1] == 1:
         kind = "centred"
     # in at least float32 whatever the autocast dtype: a window's energy is a difference of sums of squares, which
@@ -176,7 +197,7 @@ def correlate(kind: str, puzzle_map: Tensor, templates: Tensor, puzzle_index: Te
         puzzle_map, templates = puzzle_map.to(dtype), templates.to(dtype)
         if kind == "centred":
             puzzle_map, templates = centre_on_puzzle(puzzle_map, templates, puzzle_index)
-        return normalized_cross_correlation(puzzle_map, templates, puzzle_index, zero_mean=kind == "zncc")
+        return normalized_cross_correlation(puzzle_map, templates, puzzle_index, kind == "zncc", groups)
 
 
 def template_side(map_side: int, fraction: float) -> tuple[int, int]:
@@ -244,7 +265,12 @@ def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
 
 
 def silhouette_correlation(
-    puzzle: Tensor, templates: Tensor, masks: Tensor, puzzle_index: Tensor, chunk: int = FFT_CHUNK
+    puzzle: Tensor,
+    templates: Tensor,
+    masks: Tensor,
+    puzzle_index: Tensor,
+    chunk: int = FFT_CHUNK,
+    groups: Groups | None = None,
 ) -> Tensor:
     """Zero-mean NCC of each template with every window of its puzzle, over the template's mask only (OpenCV's
     masked TM_CCOEFF_NORMED): the whole piece, tabs included, takes part and its background takes none.
@@ -255,6 +281,7 @@ def silhouette_correlation(
         masks: (n, r, 1, k, k) their silhouettes in [0, 1] (`silhouette`).
         puzzle_index: (n,) the puzzle of each piece.
         chunk: templates per FFT batch (memory).
+        groups: `puzzle_groups(puzzle_index)` when the caller has it (None: grouped here).
 
     Returns:
         (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on pixel (i, j), zero-padded
@@ -263,7 +290,7 @@ def silhouette_correlation(
     """
     n, r, c, k, _ = templates.shape
     height, width = puzzle.shape[-2:]
-    size = (next_fast_len(height + k - 1, real=True), next_fast_len(width + k - 1, real=True))  # linear, not circular
+    size = (fft_length(height + k - 1), fft_length(width + k - 1))  # linear, not circular
     shift = k // 2  # the puzzle sits this far into its padded frame: entry (i, j) is then the window centred there
     dtype = torch.promote_types(puzzle.dtype, torch.float32)
     out = puzzle.new_zeros(n * r, height, width, dtype=dtype)
@@ -284,7 +311,7 @@ def silhouette_correlation(
         def correlation(spectrum: Tensor) -> Tensor:  # (m, …, a, b // 2 + 1) -> (m, …, H, W), in the pixel domain
             return torch.fft.irfft2(spectrum, s=size)[..., :height, :width]
 
-        for q, rows in puzzle_groups(puzzle_index):
+        for q, rows in puzzle_groups(puzzle_index) if groups is None else groups:
             for part in template_rows(rows, r, chunk):  # (m,) or a slice of the (n r) templates
                 t_f = torch.fft.rfft2(centred[part], s=size).conj()  # (m, c, a, b // 2 + 1)
                 w_f = torch.fft.rfft2(weights[part], s=size).conj()  # (m, 1, a, b // 2 + 1)
@@ -306,17 +333,19 @@ def silhouette_maps(
     erode_pixels: int = PIXEL_ERODE,
     colour: str = "luminance",
     blur: float = PIXEL_BLUR,
+    groups: Groups | None = None,
 ) -> Tensor:
     """(n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S, S): each piece at each rotation hypothesis against
-    its puzzle by `silhouette_correlation`, under its silhouette less an `erode_pixels` rim, in `colour`
-    (``luminance`` or ``rgb``), the puzzle blurred by `blur` px (never sharper than the photographed piece)."""
+    its puzzle by `silhouette_correlation` (`groups` as there), under its silhouette less an `erode_pixels` rim, in
+    `colour` (``luminance`` or ``rgb``), the puzzle blurred by `blur` px (never sharper than the photographed
+    piece)."""
     hypotheses = rotation_hypotheses(piece).unflatten(0, (piece.shape[0], ROTATIONS))  # (n, r, 3, s, s)
     masks = erode(silhouette(hypotheses.flatten(0, 1)), erode_pixels)  # (n r, 1, s, s)
     masks = masks.unflatten(0, hypotheses.shape[:2])  # (n, r, 1, s, s)
     if colour == "luminance":
         hypotheses, puzzle = luminance(hypotheses), luminance(puzzle)  # (n, r, 1, s, s), (p, 1, S, S)
     puzzle = gaussian_blur(puzzle, blur)  # (p, c, S, S)
-    return silhouette_correlation(puzzle, hypotheses, masks, puzzle_index)  # (n, r, S, S)
+    return silhouette_correlation(puzzle, hypotheses, masks, puzzle_index, groups=groups)  # (n, r, S, S)
 
 
 def cell_centres(size: int, like: Tensor) -> Tensor:
@@ -649,12 +678,14 @@ class PuzzleNet(nn.Module):
         ]  # [(n, r, c_l, k_l, k_l)]
         return puzzle_maps, templates, piece_maps[-1].unflatten(0, (n, ROTATIONS))[:, 0]
 
-    def silhouette_level(self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor) -> Tensor:
+    def silhouette_level(
+        self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, groups: Groups | None = None
+    ) -> Tensor:
         """The ``silhouette`` pixel level: (n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S / stride,
         S / stride), the best full-resolution match within each stride x stride cell (a correlation peak is a
         pixel wide: pooling the images first, as ``crop`` does, blurs it away)."""
         corr = silhouette_maps(
-            piece, puzzle, puzzle_index, self.pixel_erode, self.pixel_colour, self.pixel_blur
+            piece, puzzle, puzzle_index, self.pixel_erode, self.pixel_colour, self.pixel_blur, groups
         )  # (n, r, S, S)
         stride = self.pixel_stride or 1
         return F.max_pool2d(corr, stride) if stride > 1 else corr  # (n, r, S / stride, S / stride)
@@ -665,12 +696,14 @@ class PuzzleNet(nn.Module):
         templates: Sequence[Tensor],
         puzzle_index: Tensor,
         pixel_map: Tensor | None = None,
+        groups: Groups | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Outputs of `forward_features`, (n,) puzzle of each piece and the ``silhouette`` pixel level's (n, r, h, w)
         map when on -> the (n, r, h, w) joint heatmap logits, before any rule, and every level's correlation map
         [(n, r, H_l, W_l)] fine -> coarse."""
         correlations = [
-            correlate(self.correlation, pm, t, puzzle_index) for pm, t in zip(puzzle_maps, templates, strict=True)
+            correlate(self.correlation, pm, t, puzzle_index, groups)
+            for pm, t in zip(puzzle_maps, templates, strict=True)
         ]  # [(n, r, H_l, W_l)] fine -> coarse
         if pixel_map is not None:
             correlations.insert(0, pixel_map.to(correlations[0].dtype))
@@ -686,13 +719,15 @@ class PuzzleNet(nn.Module):
         fraction = torch.stack([size[:, 0] / puzzle.shape[-1], size[:, 1] / puzzle.shape[-2]], dim=1)  # (n r, 2)
         return flat.view(n, ROTATIONS, 4), fraction.view(n, ROTATIONS, 2)
 
-    def grids_from_pieces(self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor) -> Tensor:
+    def grids_from_pieces(
+        self, heatmap: Tensor, size: Tensor, content: Tensor, puzzle_index: Tensor, groups: Groups | None = None
+    ) -> Tensor:
         """(n, r, h, w) heatmap logits, (n, r, 2) cores (`outlines`), (p, 4) pictures' boxes and (n,) puzzle of each
         piece -> (p, 2) long (rows, cols) of each puzzle, read off its pieces in the batch (`borders.read_grid`);
         (1, 1) for a puzzle without pieces. No gradient: a count is not differentiable."""
         grids = torch.ones(content.shape[0], 2, dtype=torch.long, device=heatmap.device)  # (p, 2)
         heatmap = heatmap.detach()
-        for p, rows in puzzle_groups(puzzle_index):
+        for p, rows in puzzle_groups(puzzle_index) if groups is None else groups:
             grids[p] = read_grid(heatmap[rows], size[rows], content[p])
         return grids
 
@@ -723,15 +758,18 @@ class PuzzleNet(nn.Module):
             raise ValueError(f"grid: expected shape ({puzzle.shape[0]}, 2) (rows, cols), got {tuple(grid.shape)}")
         if grid is not None and read_grids:
             raise ValueError("read_grids: the grid is told (grid is given); read it or be told it, not both")
+        groups = puzzle_groups(puzzle_index)  # the one read of the index to the host
         puzzle_maps, templates, piece_map = self.forward_features(piece, puzzle)
         size_scale = min(1.0, piece.shape[-1] / max(puzzle.shape[-2:]))
         pixel_map = None
         if self.pixel_stride is not None and self.pixel_match == "silhouette":
-            pixel_map = self.silhouette_level(piece, puzzle, puzzle_index)  # (n, r, S / stride, S / stride)
-        heatmap, correlations = self.fuse(puzzle_maps, templates, puzzle_index, pixel_map)  # (n, r, h, w)
+            pixel_map = self.silhouette_level(piece, puzzle, puzzle_index, groups)  # (n, r, S / stride, S / stride)
+        heatmap, correlations = self.fuse(puzzle_maps, templates, puzzle_index, pixel_map, groups)  # (n, r, h, w)
         shape = tuple(heatmap.shape[-2:])
         if content is None:
-            content = puzzle.new_tensor([0.0, 0.0, 1.0, 1.0]).expand(puzzle.shape[0], 4)  # (p, 4)
+            content = torch.cat(
+                [puzzle.new_zeros(puzzle.shape[0], 2), puzzle.new_ones(puzzle.shape[0], 2)], 1
+            )  # (p, 4)
         piece_content = content[puzzle_index]  # (n, 4)
         gridded = self.grid_prior > 0 and (grid is not None or read_grids)  # the grid's rule is on
         if self.border_prior > 0 or read_grids or gridded:
@@ -740,7 +778,7 @@ class PuzzleNet(nn.Module):
             ruled_out = ~allowed_places(flat, core, piece_content, shape)  # (n, r, h, w)
             heatmap = heatmap - self.border_prior * ruled_out.to(heatmap.dtype)
         if read_grids:
-            grid = self.grids_from_pieces(heatmap, core, content, puzzle_index)  # (p, 2)
+            grid = self.grids_from_pieces(heatmap, core, content, puzzle_index, groups)  # (p, 2)
         if gridded:
             off_grid = ~grid_places(core, piece_content, grid[puzzle_index], shape)  # (n, r, h, w)
             heatmap = heatmap - self.grid_prior * off_grid.to(heatmap.dtype)

@@ -18,6 +18,7 @@ from abr_lab.puzzle_cnn.network import (
     centre_on_puzzle,
     correlate,
     erode,
+    fft_length,
     gaussian_blur,
     luminance,
     make_templates,
@@ -545,3 +546,9 @@ def test_correlations_of_shuffled_pieces_are_the_same_maps_shuffled():
     pixel = silhouette_correlation(puzzle, pieces, masks, index, chunk=3)
     shuffled = silhouette_correlation(puzzle, pieces[order], masks[order], index[order], chunk=3)
     assert torch.allclose(shuffled, pixel[order], atol=1e-5)
+
+
+def test_fft_length_is_scipys_next_fast_len_for_real_transforms():
+    from scipy.fft import next_fast_len
+
+    assert [fft_length(n) for n in range(1, 3000)] == [next_fast_len(n, real=True) for n in range(1, 3000)]
