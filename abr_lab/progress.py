@@ -1,10 +1,10 @@
 """The training progress bar: Lightning's, with the step's loss read to the host only when the bar redraws.
 
-A value logged with `self.log(..., prog_bar=True)` in `training_step` is read to the host at the end of every step
-after its first (Lightning converts each progress-bar value, the last one logged included, to a Python number), and on
-a GPU that read waits for the step's kernels: the host cannot fetch the next batch while the device computes
-(`abr_lab.host_sync`). The modules therefore log `train/loss` for the loggers only; this bar shows the loss that
-`training_step` returned, read at the bar's `refresh_rate`.
+Once a value is logged with `self.log(..., prog_bar=True)` in `training_step`, Lightning reads it to the host at
+the end of every step (it converts each progress-bar value to a Python number, the last one logged too, so logging it
+only on some steps does not help), and on a GPU that read waits for the step's kernels: the host cannot fetch the next
+batch while the device computes (`abr_lab.host_sync`). The modules therefore log `train/loss` for the loggers
+only; this bar shows the loss that `training_step` returned, read at the bar's `refresh_rate`.
 """
 
 from __future__ import annotations
