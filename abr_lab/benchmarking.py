@@ -467,7 +467,7 @@ def bench_family(
             "model_steps_per_s": 1.0 / step_s,
             "data_batches_per_s": 1.0 / data_s,
             "data_over_model": step_s / data_s,
-            "num_workers": int(cfg.data.get("num_workers", 0)),
+            "num_workers": datamodule.train_dataloader().num_workers,  # as resolved (``auto``: by the device)
             "inference_samples_per_s": samples / infer_s,
             "inference_ms_per_batch": 1000.0 * infer_s,
             **({"host_syncs_per_step": syncs} if syncs else {}),

@@ -15,6 +15,7 @@ from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError, read_arrays
 from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
+from abr_lab.data.workers import check_workers, loader_workers
 from abr_lab.lstm_extractor.generator import KEYS, SPLITS, SinusoidSpec, split_path, write_split
 
 
@@ -89,7 +90,8 @@ class SinusoidDataModule(L.LightningDataModule):
         num_train, num_val, num_test: signals per split (each gives one example per frequency).
         seed: base seed; each split draws from its own stream.
         batch_size: examples per batch, all splits.
-        num_workers: DataLoader workers (the data sit in memory; 0 is usually fastest).
+        num_workers: DataLoader workers, or ``auto`` (`abr_lab.data.workers`: none on a CPU, where the data sit in
+            memory and 0 is fastest; the spare cores when a GPU trains).
         train_window_s: train on random windows of this length (seconds) instead of whole signals; validation and
             test always use whole signals.
     """
@@ -107,7 +109,7 @@ class SinusoidDataModule(L.LightningDataModule):
         num_test: int = 128,
         seed: int = 42,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         train_window_s: float | None = None,
     ) -> None:
         super().__init__()
@@ -118,7 +120,7 @@ class SinusoidDataModule(L.LightningDataModule):
             if n < 1:
                 raise ValueError(f"num_{split}={n}: need at least one signal")
         self.data_dir, self.seed = Path(data_dir), seed
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = batch_size, check_workers(num_workers)
         if train_window_s is not None and not 0 < train_window_s <= duration_s:
             raise ValueError(f"train_window_s={train_window_s}: need 0 < train_window_s <= duration_s={duration_s}")
         self.train_window = None if train_window_s is None else int(round(train_window_s * fs))
@@ -164,8 +166,8 @@ class SinusoidDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=(workers := loader_workers(self.num_workers, self.trainer)),
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -42,6 +42,7 @@ from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
 from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
+from abr_lab.data.workers import check_workers, loader_workers
 from abr_lab.optimized_unet.generator import SimulatorSpec, simulated_path, write_simulation
 from abr_lab.optimized_unet.schema import CLASS_NAMES, STATIC_NAMES, ABRRecords, read_abr_file
 
@@ -270,7 +271,8 @@ class ABRDataModule(L.LightningDataModule):
         val_fraction, test_fraction: shares of patients (per class) in val and test.
         split_seed: seed of the patient split.
         batch_size: examples per batch, all splits.
-        num_workers, pin_memory, persistent_workers: DataLoader settings (persistent only with workers > 0).
+        num_workers, pin_memory, persistent_workers: DataLoader settings (persistent only with workers > 0);
+            num_workers ``auto``: none on a CPU, the spare cores when a GPU trains (`abr_lab.data.workers`).
         balanced_sampling: draw train examples with probability inversely proportional to their class's size.
         augment: `Augmentation` fields (train split only); null or {} disables.
     """
@@ -282,7 +284,7 @@ class ABRDataModule(L.LightningDataModule):
         test_fraction: float = 0.15,
         split_seed: int = 0,
         batch_size: int = 64,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         balanced_sampling: bool = False,
@@ -292,8 +294,9 @@ class ABRDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
             raise ValueError(f"val_fraction={val_fraction}, test_fraction={test_fraction}: need shares summing < 1")
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: need >= 1")
+        check_workers(num_workers)
         try:
             self.augment = Augmentation(**(augment or {}))
         except TypeError as err:
@@ -376,7 +379,7 @@ class ABRDataModule(L.LightningDataModule):
         if split == "train" and self.hparams.balanced_sampling:
             sample_weights = self.class_weights[dataset.label]
             sampler = WeightedRandomSampler(sample_weights.double(), num_samples=len(dataset), replacement=True)
-        workers = self.hparams.num_workers
+        workers = loader_workers(self.hparams.num_workers, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from abr_lab.curriculum import Knob
 from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
+from abr_lab.data.workers import check_workers, loader_workers
 from abr_lab.puzzle_cnn.generator import (
     MAX_STRENGTH,
     PHOTOS,
@@ -201,11 +202,11 @@ class PuzzleDataModule(L.LightningDataModule):
     earlier) and call `_make_datasets`. `min_sides[split]` is the shorter side of the split's smallest image.
     """
 
-    def __init__(self, settings: PuzzleSettings, batch_size: int, num_workers: int) -> None:
+    def __init__(self, settings: PuzzleSettings, batch_size: int, num_workers: int | str) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
-        self.settings, self.batch_size, self.num_workers = settings, batch_size, num_workers
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: need >= 1")
+        self.settings, self.batch_size, self.num_workers = settings, batch_size, check_workers(num_workers)
         self.image_names: dict[str, list[str]] = {}
         self.sources: dict[str, list[np.ndarray | Path]] = {}
         self.min_sides: dict[str, int] = {}
@@ -248,9 +249,9 @@ class PuzzleDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
-            num_workers=self.num_workers,
+            num_workers=(workers := loader_workers(self.num_workers, self.trainer)),
             collate_fn=collate_puzzles,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=workers > 0,
             drop_last=shuffle and len(self.datasets[split]) > self.batch_size,  # no size-1 batch for BatchNorm
         )
 
@@ -282,7 +283,8 @@ class PuzzlePhotosDataModule(PuzzleDataModule):
         puzzles_per_epoch: training puzzles per epoch.
         puzzles_per_image: fixed puzzles per validation and test image.
         batch_size: puzzles per batch.
-        num_workers: DataLoader workers.
+        num_workers: DataLoader workers, or ``auto`` (`abr_lab.data.workers`: none on a CPU, the spare cores
+            when a GPU trains: rendering on the fly keeps a GPU waiting without them).
         seed: seed of the validation and test puzzles.
     """
 
@@ -301,7 +303,7 @@ class PuzzlePhotosDataModule(PuzzleDataModule):
         puzzles_per_epoch: int = 256,
         puzzles_per_image: int = 2,
         batch_size: int = 2,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 42,
     ) -> None:
         settings = PuzzleSettings(
@@ -365,7 +367,7 @@ class ImageFolderDataModule(PuzzleDataModule):
         puzzles_per_epoch: int = 256,
         puzzles_per_image: int = 2,
         batch_size: int = 2,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         seed: int = 42,
     ) -> None:
         settings = PuzzleSettings(

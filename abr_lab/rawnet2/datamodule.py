@@ -24,6 +24,7 @@ from abr_lab.curriculum import Knob
 from abr_lab.data import DataFileError
 from abr_lab.data.samplers import evaluation_sampler
 from abr_lab.data.shared import SharedValues
+from abr_lab.data.workers import check_workers, loader_workers
 from abr_lab.rawnet2.audio import fit_clip, random_start, read_audio
 from abr_lab.rawnet2.augment import check_algorithms, rawboost
 from abr_lab.rawnet2.corpora import Utterance, asvspoof2019_la, read_in_the_wild, split_by_speaker
@@ -126,13 +127,18 @@ class SpoofDataModule(L.LightningDataModule):
     train_attacks: tuple[str, ...] = ()
 
     def __init__(
-        self, clip_samples: int, random_crop: bool, rawboost: Sequence[str], batch_size: int, num_workers: int
+        self,
+        clip_samples: int,
+        random_crop: bool,
+        rawboost: Sequence[str],
+        batch_size: int,
+        num_workers: int | str,
     ) -> None:
         super().__init__()
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: need >= 1")
         self.clip_samples, self.random_crop, self.rawboost = clip_samples, random_crop, check_algorithms(rawboost)
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = batch_size, check_workers(num_workers)
         self.sources: dict[str, ClipSource] = {}
         self.datasets: dict[str, SpoofDataset] = {}
 
@@ -174,8 +180,8 @@ class SpoofDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=None if shuffle else evaluation_sampler(self.datasets[split]),
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=(workers := loader_workers(self.num_workers, self.trainer)),
+            persistent_workers=workers > 0,
             drop_last=shuffle and len(self.datasets[split]) > self.batch_size,  # no size-1 batch for BatchNorm
         )
 
@@ -214,7 +220,8 @@ class SpoofSynthDataModule(SpoofDataModule):
         rawboost: RawBoost algorithms (``lnl``, ``isd``, ``ssi``) applied in order to every training clip; none by
             default (the reference trains without).
         batch_size: clips per batch, all splits.
-        num_workers: DataLoader workers (the audio sits in memory: 0 is enough on a CPU).
+        num_workers: DataLoader workers, or ``auto`` (`abr_lab.data.workers`: none on a CPU, where the audio sits
+            in memory and 0 is enough; the spare cores when a GPU trains).
     """
 
     attack_ids = ATTACK_IDS
@@ -236,7 +243,7 @@ class SpoofSynthDataModule(SpoofDataModule):
         random_crop: bool = False,
         rawboost: Sequence[str] = (),
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
     ) -> None:
         super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
@@ -292,7 +299,7 @@ class ASVspoof2019DataModule(SpoofDataModule):
         random_crop: bool = False,
         rawboost: Sequence[str] = (),
         batch_size: int = 32,
-        num_workers: int = 4,
+        num_workers: int | str = 4,
     ) -> None:
         super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
@@ -338,7 +345,7 @@ class InTheWildDataModule(SpoofDataModule):
         random_crop: bool = False,
         rawboost: Sequence[str] = (),
         batch_size: int = 32,
-        num_workers: int = 4,
+        num_workers: int | str = 4,
     ) -> None:
         super().__init__(clip_samples, random_crop, rawboost, batch_size, num_workers)
         self.save_hyperparameters()
