@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -66,6 +65,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from abr_lab.data import DataFileError, ensure_generated, params_hash, read_arrays
+from abr_lab.data.workers import usable_cores
 
 SAMPLE_RATE = 16_000
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -653,8 +653,7 @@ def _default_workers(num_clips: int) -> int:
     """Processes for a split: the usable cores (at most 8) when forking is available and the split is not tiny."""
     if num_clips < 64 or "fork" not in mp.get_all_start_methods():
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(usable_cores(), 8))
 
 
 def write_split(
