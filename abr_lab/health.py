@@ -293,8 +293,9 @@ class HealthMonitor(Callback):
         if batch_idx != 0 or trainer.sanity_checking:
             return
         for name, probe in _probes(pl_module):
-            if probe.probe and probe.entropy is not None:
-                self._entropy[name] = float(probe.entropy)
+            entropy = float(probe.entropy) if probe.probe and probe.entropy is not None else math.nan
+            if not math.isnan(entropy):  # NaN: the layer was gated off (`gated_entropy`)
+                self._entropy[name] = entropy
             probe.probe, probe.entropy = False, None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -32,6 +32,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -397,6 +398,19 @@ def test_probed_attention_is_a_drop_in_multihead_attention() -> None:
     mask = torch.zeros(3, TOKENS, dtype=torch.bool)
     mask[:, -1] = True  # a positional key_padding_mask, as nn.MultiheadAttention accepts it
     torch.testing.assert_close(probed(x, x, x, mask)[0], plain(x, x, x, mask)[0])
+
+
+def test_entropy_of_a_gated_off_layer_is_not_recorded() -> None:
+    """A layer whose block was gated off reports NaN (`gated_entropy`): no entropy, hence no alert, for it."""
+    monitor = HealthMonitor()
+    net = nn.ModuleDict({"on": ProbedAttention(FEATURES, HEADS), "off": ProbedAttention(FEATURES, HEADS)})
+    trainer = SimpleNamespace(sanity_checking=False)
+    monitor.on_validation_batch_start(trainer, net, None, 0)
+    assert net["on"].probe and net["off"].probe
+    net["on"].entropy, net["off"].entropy = torch.tensor(0.5), torch.tensor(math.nan)
+    monitor.on_validation_batch_end(trainer, net, None, None, 0)
+    assert monitor._entropy == {"on": 0.5}
+    assert not net["on"].probe and net["off"].entropy is None
 
 
 def test_task_gradient_norms_hand_case() -> None:

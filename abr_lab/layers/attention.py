@@ -49,16 +49,26 @@ def attention_entropy(weights: Tensor) -> Tensor | None:
 
 class EntropyProbe:
     """Mixin of attention layers: with `probe` set, the next forward passes record `entropy`
-    (`attention_entropy` of their weights, a 0-dim tensor); otherwise they run at full speed and record nothing."""
+    (`attention_entropy` of their weights, a 0-dim tensor; NaN where the layer's block was gated off); otherwise
+    they run at full speed and record nothing."""
 
     probe: bool = False
     entropy: Tensor | None = None
+
+    def init_probe(self) -> None:
+        """Give the instance its own `probe` and `entropy` from the start: `torch.compile` guards on where an
+        attribute lives, so the health monitor's first assignment would otherwise recompile the network."""
+        self.probe, self.entropy = False, None
 
 
 class ProbedAttention(EntropyProbe, nn.MultiheadAttention):
     """`nn.MultiheadAttention` with an entropy probe (same parameters and state-dict keys)."""
 
     _OPTIONS = ("key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.init_probe()
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor | None]:
         if not self.probe:
@@ -116,11 +126,22 @@ class TransformerBlock(nn.Module):
             attended = self.cross_attention(self.norm_query(h) + _positions(h), kv, kv, need_weights=False)[0]
             h = h + gate * self.dropout(attended)  # (B, L, C)
         h = h + gate * self.dropout(self.ff(self.norm_ff(h)))  # (B, L, C)
-        if self.self_attention.probe and float(gate) == 0:  # gated off: its weights mean nothing yet
+        if self.self_attention.probe:
             for attention in (self.self_attention, self.cross_attention):
                 if attention is not None:
-                    attention.entropy = None
+                    attention.entropy = gated_entropy(attention.entropy, gate)
         return h.transpose(1, 2)  # (B, C, L)
+
+
+def gated_entropy(entropy: Tensor | None, gate: float | Tensor) -> Tensor | None:
+    """`entropy` as measured, or NaN where the block's `gate` is 0 (gated off: its weights mean nothing yet). A
+    tensor gate is compared on its device: reading it to the host here would stop a GPU run and cut a compiled
+    graph in two."""
+    if entropy is None:
+        return None
+    if isinstance(gate, Tensor):
+        return entropy.masked_fill(gate.to(entropy.device) == 0, math.nan)
+    return entropy.new_full((), math.nan) if gate == 0 else entropy
 
 
 def _positions(h: Tensor) -> Tensor:
@@ -177,6 +198,7 @@ class MultiScaleAttention(EntropyProbe, nn.Module):
 
     def __init__(self, channels: int, scales: Sequence[int] = (1, 3, 5, 7), head_dim: int | None = None):
         super().__init__()
+        self.init_probe()
         if not scales or any(k < 1 or k % 2 == 0 for k in scales):
             raise ValueError(f"scales={list(scales)}: need odd kernel widths >= 1")
         self.scales = tuple(int(k) for k in scales)

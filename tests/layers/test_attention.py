@@ -15,6 +15,7 @@ from abr_lab.layers import (
     TransformerBlock,
     sinusoidal_positions,
 )
+from abr_lab.layers.attention import ProbedAttention, gated_entropy
 
 
 def test_sinusoidal_positions_match_the_formula() -> None:
@@ -91,3 +92,32 @@ def test_film_starts_as_identity_and_then_modulates() -> None:
     out = film(x, cond)
     assert torch.allclose(out[:, 0], 2 * x[:, 0])
     assert torch.allclose(out[:, 3], x[:, 3] + 2)
+
+
+def test_gated_entropy_is_nan_where_the_gate_is_zero() -> None:
+    entropy = torch.tensor(0.25)
+    assert gated_entropy(None, torch.tensor(0.0)) is None  # nothing measured
+    assert gated_entropy(entropy, 1.0) is entropy and gated_entropy(entropy, torch.tensor(0.5)).item() == 0.25
+    assert math.isnan(gated_entropy(entropy, 0.0).item()) and math.isnan(gated_entropy(entropy, torch.tensor(0.0)))
+
+
+def test_probed_block_traces_into_one_graph_with_a_tensor_gate() -> None:
+    """The probe's gate check stays on the device: `fullgraph=True` raises at any graph break (a host read would
+    be one), and the entropy comes back NaN at gate 0, measured otherwise."""
+    torch.manual_seed(0)
+    block = TransformerBlock(channels=8, heads=2, cross_attention=True).eval()
+    for attention in (block.self_attention, block.cross_attention):
+        attention.probe = True
+    compiled = torch.compile(block, backend="eager", fullgraph=True)
+    x, ctx = torch.randn(2, 8, 10), torch.randn(2, 8, 6)
+    compiled(x, ctx, gate=torch.tensor(1.0))
+    assert 0.0 < block.self_attention.entropy.item() < 1.0 and 0.0 < block.cross_attention.entropy.item() < 1.0
+    compiled(x, ctx, gate=torch.tensor(0.0))
+    assert math.isnan(block.self_attention.entropy.item()) and math.isnan(block.cross_attention.entropy.item())
+
+
+def test_probe_attributes_belong_to_the_instance() -> None:
+    """`torch.compile` guards on where `probe` lives: set on the instance from the start, the health monitor's first
+    assignment does not recompile the network."""
+    for layer in (ProbedAttention(8, 2, batch_first=True), MultiScaleAttention(8, scales=(1, 3))):
+        assert layer.__dict__["probe"] is False and layer.__dict__["entropy"] is None

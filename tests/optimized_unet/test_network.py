@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from abr_lab.layers import AttentionSkipFusion, ConcatSkipFusion, MultiScaleAttention, ResCNNStack
+from abr_lab.layers import AttentionSkipFusion, ConcatSkipFusion, EntropyProbe, MultiScaleAttention, ResCNNStack
 from abr_lab.optimized_unet.network import (
     OptimizedHierarchicalUNet,
     ResidualS4D,
@@ -141,6 +141,26 @@ def test_transformer_gate_zero_removes_the_transformers() -> None:
     for level in [*net.encoder, *net.decoder]:
         level.transformers = torch.nn.ModuleList()
     assert torch.allclose(gated, net(x, s)["signal"], atol=1e-6)
+
+
+def test_network_traces_into_one_graph_in_training_and_under_the_health_probe() -> None:
+    """`model.compile=true` compiles the network whole: the training forward and backward, and the validation
+    forward the health monitor probes for attention entropies, each trace without a graph break (`fullgraph=True`
+    raises at one). A break there used to split the compiled network into ~70 per-layer graphs after the first
+    validation."""
+    torch.manual_seed(0)
+    net = OptimizedHierarchicalUNet(**TINY, use_multi_scale_attention=True, use_cross_attention=True)
+    compiled = torch.compile(net, backend="eager", fullgraph=True)
+    x, s = torch.randn(2, 1, 300), torch.randn(2, 4)
+    sum(v.sum() for v in compiled(x, s).values()).backward()
+    probes = [m for m in net.modules() if isinstance(m, EntropyProbe)]
+    assert probes
+    for probe in probes:
+        probe.probe = True
+    net.eval()
+    with torch.no_grad():
+        compiled(x, s)
+    assert all(p.entropy is not None and torch.isfinite(p.entropy) for p in probes if p.entropy is not None)
 
 
 def test_wrong_input_shape_is_named() -> None:
