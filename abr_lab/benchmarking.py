@@ -14,6 +14,8 @@ as configured; the data shrunk so that they generate in seconds):
   done) of the plain loop, the bare and the configured Lightning run, and where they come from; counted on the CPU,
   in runs of their own (counting slows every op);
 - the graphs `torch.compile` would cut the inference forward into, and where it breaks (`torch._dynamo.explain`);
+  and the graphs a short configured run with ``model.compile=true`` compiles, by stage (`compile_fit`: each
+  recompile is one more, and on a GPU each is a compilation), counted with a backend that builds nothing;
 - peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
   `torch.cuda.max_memory_allocated` (GPU);
 - on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager, with the
@@ -279,23 +281,23 @@ def lightning_trainer(
         if cfg.get("curriculum"):
             callbacks.append(hydra.utils.instantiate(cfg.curriculum, _convert_="all"))
         loggers = instantiate_group(cfg.get("logger"))
-    return L.Trainer(
-        accelerator=trainer_kwargs.pop("accelerator", "auto"),
-        devices=1,
-        max_epochs=1,
-        limit_train_batches=batches,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
-        log_every_n_steps=cfg.trainer.get("log_every_n_steps", 50),
-        callbacks=callbacks,
-        logger=loggers or False,
-        enable_checkpointing=configured,
-        enable_progress_bar=configured,
-        enable_model_summary=False,
-        default_root_dir=str(workdir),
-        **trainer_kwargs,
-    )
+    options: dict[str, Any] = {
+        "accelerator": "auto",
+        "devices": 1,
+        "max_epochs": 1,
+        "limit_train_batches": batches,
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+        "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+        "log_every_n_steps": cfg.trainer.get("log_every_n_steps", 50),
+        "callbacks": callbacks,
+        "logger": loggers or False,
+        "enable_checkpointing": configured,
+        "enable_progress_bar": configured,
+        "enable_model_summary": False,
+        "default_root_dir": str(workdir),
+    }
+    return L.Trainer(**(options | trainer_kwargs))
 
 
 def lightning_rate(
@@ -331,6 +333,92 @@ def compile_graphs(family: str, module: L.LightningModule, batch: Batch) -> dict
         key = f"{place} {reason.reason.splitlines()[0][:100]}"
         where[key] = where.get(key, 0) + 1
     return {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count, "where": where}
+
+
+class GraphCounter:
+    """A `torch.compile` backend that counts the graphs it is handed (each compile and each recompile) and their ops,
+    and runs them as traced (no code generation): what a compiled run would build, without building it."""
+
+    def __init__(self) -> None:
+        self.graphs = self.ops = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        self.graphs += 1
+        self.ops += sum(node.op.startswith("call_") for node in gm.graph.nodes)
+        return gm.forward
+
+
+class StageGraphs(Callback):
+    """Splits a `GraphCounter`'s graphs by the stage that compiled them: validation (sanity check included), test,
+    and training (everything else)."""
+
+    def __init__(self, counter: GraphCounter) -> None:
+        self.counter = counter
+        self.graphs = {"train": 0, "validation": 0, "test": 0}
+        self._start = 0
+
+    def _begin(self, *_: Any) -> None:
+        self._start = self.counter.graphs
+
+    def _end(self, stage: str) -> None:
+        self.graphs[stage] += self.counter.graphs - self._start
+
+    on_validation_start = on_test_start = _begin
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end("validation")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._end("test")
+
+    def train_graphs(self) -> int:
+        return self.counter.graphs - self.graphs["validation"] - self.graphs["test"]
+
+
+FIT_EPOCHS, FIT_EVAL_BATCHES = 2, 2  # `compile_fit`: epochs, and validation / test batches of each
+
+
+def compile_fit(family: str, smoke: bool, workdir: Path) -> dict[str, Any]:
+    """What ``model.compile=true`` compiles over a short configured run (callbacks with the health monitor's
+    attention probe, curriculum, loggers): `FIT_EPOCHS` epochs of the recipe's training batches, each followed by
+    `FIT_EVAL_BATCHES` validation batches, then as many test batches. Graphs by stage and in all (a recompile, for
+    a new batch size or grad mode, is one more graph; every graph is a compilation on a GPU), their ops, the graph
+    breaks by reason, and what dynamo could not trace by reason (code left to eager: at a break, or the rest of a
+    frame it could not resume, as after RawNet2's GRU). A fresh module, compiled as
+    `abr_lab.registry.compile_network` does, with the counting backend."""
+    cfg, datamodule, module = build(family, smoke, workdir)
+    recipe = RECIPES[family]
+    counter = GraphCounter()
+    stages = StageGraphs(counter)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    module.net.compile(backend=counter)
+    trainer = lightning_trainer(
+        cfg,
+        1 if smoke else recipe.warmup + recipe.steps,
+        True,
+        workdir,
+        [stages],
+        max_epochs=FIT_EPOCHS,
+        limit_val_batches=FIT_EVAL_BATCHES,
+        limit_test_batches=FIT_EVAL_BATCHES,
+        num_sanity_val_steps=FIT_EVAL_BATCHES,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    counted = torch._dynamo.utils.counters
+    breaks, untraced = (
+        {r.splitlines()[0][:100]: n for r, n in counted[k].items()} for k in ("graph_break", "unimplemented")
+    )
+    torch._dynamo.reset()
+    return {
+        "graphs": counter.graphs,
+        "ops": counter.ops,
+        "by_stage": {**stages.graphs, "train": stages.train_graphs()},
+        "graph_breaks": sum(breaks.values()),
+        "breaks_by_reason": breaks,
+        "untraced_by_reason": untraced,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -455,6 +543,7 @@ def bench_family(
             infer_s = median_time(lambda: infer(family, module, batch), max(3, recipe.repeats))
         graphs = compile_graphs(family, module, batch) if device.type == "cpu" else {}
         module.train()
+        fit = compile_fit(family, smoke, workdir) if device.type == "cpu" else {}
         result: dict[str, Any] = {
             "batch_size": int(cfg.data.batch_size),
             "samples_per_batch": samples,
@@ -472,6 +561,7 @@ def bench_family(
             "inference_ms_per_batch": 1000.0 * infer_s,
             **({"host_syncs_per_step": syncs} if syncs else {}),
             **({"compile_graphs": graphs} if graphs else {}),
+            **({"compile_fit": fit} if fit else {}),
             # process RSS on the CPU; on a GPU the batch scaling below reports device memory instead
             "memory": {}
             if device.type == "cuda"
@@ -809,8 +899,9 @@ def sync_table(framework: Mapping[str, Any]) -> list[str]:
         "each read or value-shaped op stops a GPU run's host until the step's kernels are done.",
         "",
         "| family | plain loop | Lightning bare | Lightning configured | where (per step, configured) "
-        "| torch.compile: graphs / breaks; why, where |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| torch.compile: graphs / breaks; why, where | compiled fit: graphs train / validation / test (ops); "
+        "breaks |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for family, by_loop in rows.items():
         cells = [" / ".join(f"{by_loop[loop][k]:g}" for k in ("read", "shape", "host_data")) for loop in loops]
@@ -822,7 +913,16 @@ def sync_table(framework: Mapping[str, Any]) -> list[str]:
             if graphs
             else "-"
         )
-        lines.append(f"| {family} | {' | '.join(cells)} | {where} | {compiled} |")
+        fit = framework[family].get("compile_fit")
+        fitted = (
+            " / ".join(str(fit["by_stage"][k]) for k in ("train", "validation", "test"))
+            + f" ({fit['ops']:,}); {fit['graph_breaks']}"
+            + "".join(f"; {n} × {w}" for w, n in fit["breaks_by_reason"].items())
+            + "".join(f"; left to eager {n} × {w}" for w, n in fit["untraced_by_reason"].items())
+            if fit
+            else "-"
+        )
+        lines.append(f"| {family} | {' | '.join(cells)} | {where} | {compiled} | {fitted} |")
     return [*lines, ""]
 
 

@@ -150,3 +150,25 @@ def test_a_training_step_leaves_the_host_free(family, tmp_path):
     assert syncs["read"] == (1 if family == "puzzle_cnn" else 0)  # PuzzleNet.forward groups its pieces once
     plain = benchmarking.plain_syncs(family, module, next(iter(datamodule.train_dataloader())), 1.0, steps=1)
     assert plain["read"] == syncs["read"] and plain["shape"] == 0
+
+
+# what `model.compile=true` may leave to eager, by family: dynamo does not trace RNN modules, and PuzzleNet reads
+# its pieces' puzzle index once per forward (`puzzle_groups`)
+RNN = "Attempted to wrap RNN, GRU, or LSTM"
+EXPECTED_BREAKS = {
+    "lstm_extractor": {RNN},
+    "optimized_unet": set(),
+    "rawnet2": {RNN},
+    "puzzle_cnn": {"Data dependent operator"},
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED_BREAKS))
+def test_a_compiled_run_compiles_each_stage_once(family, tmp_path):
+    """Over two epochs with validation (the health monitor's attention probe included) and a test, a compiled
+    network breaks only where it must and is compiled once per training and per test, not again in the second epoch
+    or after the probe. The U-Net's probe once cut it into ~70 per-layer graphs."""
+    fit = benchmarking.compile_fit(family, smoke=True, workdir=tmp_path)
+    assert {*fit["breaks_by_reason"], *fit["untraced_by_reason"]} <= EXPECTED_BREAKS[family], fit
+    graphs_per_forward = 1 + len(EXPECTED_BREAKS[family])  # a graph before and after the break
+    assert fit["by_stage"]["train"] <= graphs_per_forward and fit["by_stage"]["test"] <= graphs_per_forward, fit

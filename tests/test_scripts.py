@@ -269,6 +269,9 @@ def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path)
             syncs = r["host_syncs_per_step"][loop]
             assert {"read", "shape", "host_data", "where"} <= set(syncs), (family, loop)
         assert r["compile_graphs"]["graphs"] >= 1 and r["compile_graphs"]["graph_breaks"] >= 0, family
+        fit = r["compile_fit"]
+        assert set(fit["by_stage"]) == {"train", "validation", "test"} and fit["graphs"] >= 1, family
+        assert {"ops", "graph_breaks", "breaks_by_reason"} <= set(fit), family
     report = out.with_suffix(".md").read_text()
     assert "| lstm_extractor |" in report and "| puzzle_cnn |" in report and "torch" in report
     assert "Host syncs per training step" in report
