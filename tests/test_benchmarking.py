@@ -153,13 +153,13 @@ def test_a_training_step_leaves_the_host_free(family, tmp_path):
 
 
 # what `model.compile=true` may leave to eager, by family: dynamo does not trace RNN modules, and PuzzleNet reads
-# its pieces' puzzle index once per forward (`puzzle_groups`)
+# its pieces' puzzle index once per forward (`puzzle_groups`) and leaves its pixel level to eager
 RNN = "Attempted to wrap RNN, GRU, or LSTM"
 EXPECTED_BREAKS = {
     "lstm_extractor": {RNN},
     "optimized_unet": set(),
     "rawnet2": {RNN},
-    "puzzle_cnn": {"Data dependent operator"},
+    "puzzle_cnn": {"Data dependent operator", "Skip inlining `torch.compiler.disable()`d function"},
 }
 
 

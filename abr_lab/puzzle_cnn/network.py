@@ -100,6 +100,20 @@ def puzzle_groups(puzzle_index: Tensor) -> Groups:
     return groups
 
 
+def uniform_pieces(groups: Groups, pieces: int, puzzles: int) -> int | None:
+    """m when the `pieces` rows are m consecutive pieces of puzzle 0, then m of puzzle 1, ..., of every one of the
+    `puzzles` (how `collate_puzzles` lays out training and evaluation batches); None otherwise. Such a batch's
+    correlations run as one grouped convolution over all puzzles, whose cost in ops (and in a compiled graph's size)
+    does not grow with the puzzles."""
+    m = pieces // puzzles if puzzles else 0
+    if m == 0 or m * puzzles != pieces or len(groups) != puzzles:
+        return None
+    for q, (puzzle, rows) in enumerate(groups):
+        if puzzle != q or not isinstance(rows, slice) or (rows.start, rows.stop) != (q * m, (q + 1) * m):
+            return None
+    return m
+
+
 def fft_length(n: int) -> int:
     """The smallest 2^a 3^b 5^c >= n: a real FFT of that length is fast (scipy's `next_fast_len(n, real=True)`,
     written out in plain Python so that `torch.compile` traces through it rather than breaking the graph)."""
@@ -144,8 +158,9 @@ def normalized_cross_correlation(
 
     Returns:
         (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on cell (i, j). Border
-        windows are padded with zeros (with the puzzle's mean when `zero_mean`). One convolution per puzzle (a batch
-        holds few puzzles and many pieces), so a puzzle's map is never copied per piece.
+        windows are padded with zeros (with the puzzle's mean when `zero_mean`). A puzzle's map is never copied per
+        piece: a batch of m pieces per puzzle in puzzle order (`uniform_pieces`, as collated) is one grouped
+        convolution over all puzzles, any other one convolution per puzzle.
     """
     n, r, c, k, _ = templates.shape
     p, height, width = puzzle_map.shape[0], *puzzle_map.shape[-2:]
@@ -166,8 +181,17 @@ def normalized_cross_correlation(
         energy = F.conv2d(puzzle_map.pow(2).sum(dim=1, keepdim=True), ones, padding=k // 2)  # (p, 1, H, W)
     window_norm = energy.clamp_min(floor).sqrt()  # (p, 1, H, W)
     template_norm = templates.pow(2).flatten(2).sum(dim=2).clamp_min(floor).sqrt()  # (n, r)
+    groups = puzzle_groups(puzzle_index) if groups is None else groups
+    m = uniform_pieces(groups, n, p)
+    if m is not None:  # m pieces per puzzle in puzzle order: every puzzle at once, puzzle q's map with its templates
+        weight = templates.reshape(n * r, c, k, k)  # (p m r, c, k, k)
+        dot = F.conv2d(
+            puzzle_map.reshape(1, p * c, height, width), weight, padding=k // 2, groups=p
+        )  # (1, p m r, H, W)
+        norm = window_norm[:, None] * template_norm.view(p, m, r, 1, 1)  # (p, m, r, H, W)
+        return (dot.view(p, m, r, height, width) / norm).view(n, r, height, width)
     out = puzzle_map.new_zeros(n, r, height, width)
-    for q, rows in puzzle_groups(puzzle_index) if groups is None else groups:  # the pieces of puzzle q
+    for q, rows in groups:  # the pieces of puzzle q
         weight = templates[rows].reshape(-1, c, k, k)  # (m r, c, k, k)
         dot = F.conv2d(puzzle_map[q : q + 1], weight, padding=k // 2).view(-1, r, height, width)  # (m, r, H, W)
         out[rows] = dot / (window_norm[q] * template_norm[rows][:, :, None, None])
@@ -287,6 +311,7 @@ def silhouette_correlation(
         (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on pixel (i, j), zero-padded
         outside the puzzle (the puzzle's mean colour, as in `normalized_cross_correlation`). Computed by FFT, in
         float32 or wider, with no gradient: the inputs are images, nothing here is learnt.
+
     """
     n, r, c, k, _ = templates.shape
     height, width = puzzle.shape[-2:]
@@ -678,12 +703,18 @@ class PuzzleNet(nn.Module):
         ]  # [(n, r, c_l, k_l, k_l)]
         return puzzle_maps, templates, piece_maps[-1].unflatten(0, (n, ROTATIONS))[:, 0]
 
+    @torch.compiler.disable
     def silhouette_level(
         self, piece: Tensor, puzzle: Tensor, puzzle_index: Tensor, groups: Groups | None = None
     ) -> Tensor:
         """The ``silhouette`` pixel level: (n, 3, s, s) pieces, (p, 3, S, S) puzzles -> (n, r, S / stride,
         S / stride), the best full-resolution match within each stride x stride cell (a correlation peak is a
-        pixel wide: pooling the images first, as ``crop`` does, blurs it away)."""
+        pixel wide: pooling the images first, as ``crop`` does, blurs it away).
+
+        Runs eagerly under `torch.compile` (`torch.compiler.disable`, one graph break): it learns nothing, its FFTs
+        are library calls that compiling cannot speed up, and traced, `silhouette_correlation`'s loop over template
+        chunks would grow the compiled graph with the batch (about 70 ops per puzzle, against ~800 ops for the whole
+        network at 2 puzzles)."""
         corr = silhouette_maps(
             piece, puzzle, puzzle_index, self.pixel_erode, self.pixel_colour, self.pixel_blur, groups
         )  # (n, r, S, S)

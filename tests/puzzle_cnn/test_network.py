@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from abr_lab.benchmarking import GraphCounter
 from abr_lab.puzzle_cnn.network import (
     PuzzleNet,
     centre_on_puzzle,
@@ -32,6 +33,7 @@ from abr_lab.puzzle_cnn.network import (
     snap_to_grid,
     template_rows,
     template_side,
+    uniform_pieces,
 )
 from abr_lab.registry import create_model, list_models
 
@@ -546,6 +548,53 @@ def test_correlations_of_shuffled_pieces_are_the_same_maps_shuffled():
     pixel = silhouette_correlation(puzzle, pieces, masks, index, chunk=3)
     shuffled = silhouette_correlation(puzzle, pieces[order], masks[order], index[order], chunk=3)
     assert torch.allclose(shuffled, pixel[order], atol=1e-5)
+
+
+def test_uniform_pieces_recognises_collated_batches_only():
+    assert uniform_pieces(puzzle_groups(torch.tensor([0, 0, 1, 1, 2, 2])), 6, 3) == 2
+    assert uniform_pieces(puzzle_groups(torch.tensor([0, 0, 0, 1])), 4, 2) is None  # unequal counts
+    assert uniform_pieces(puzzle_groups(torch.tensor([0, 1, 0, 1])), 4, 2) is None  # interleaved: not slices
+    assert uniform_pieces(puzzle_groups(torch.tensor([0, 0, 2, 2])), 4, 3) is None  # puzzle 1 has no piece
+    assert uniform_pieces(puzzle_groups(torch.tensor([1, 1, 0, 0])), 4, 2) is None  # not in puzzle order
+
+
+@pytest.mark.parametrize("zero_mean", [True, False])
+def test_one_grouped_convolution_over_all_puzzles_is_the_per_puzzle_correlation(zero_mean: bool) -> None:
+    """A collated batch (m pieces per puzzle, in puzzle order) runs every puzzle in one grouped convolution: the
+    same maps and gradients as one convolution per puzzle (forced here by handing the groups as index tensors)."""
+    torch.manual_seed(0)
+    index = torch.tensor([0, 0, 0, 1, 1, 1])
+    maps = torch.randn(2, 3, 9, 10, requires_grad=True)
+    templates = torch.randn(6, 4, 3, 3, 3, requires_grad=True)
+    looped_groups = [
+        (q, rows if isinstance(rows, Tensor) else torch.arange(rows.start, rows.stop))
+        for q, rows in puzzle_groups(index)
+    ]
+    grouped = normalized_cross_correlation(maps, templates, index, zero_mean)
+    looped = normalized_cross_correlation(maps, templates, index, zero_mean, groups=looped_groups)
+    torch.testing.assert_close(grouped, looped, atol=1e-6, rtol=1e-5)
+    weights = torch.randn_like(grouped)
+    grads = [torch.autograd.grad((out * weights).sum(), (maps, templates)) for out in (grouped, looped)]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_compiled_network_does_not_grow_with_the_puzzles_in_a_batch() -> None:
+    """Under `torch.compile` the network traces into the same graphs at 2 puzzles as at 6: the correlations run
+    over all puzzles at once, the pixel level's per-chunk loop is left to eager, so a GPU-sized batch compiles as
+    fast as a small one."""
+    net = create_model("puzzle_cnn_tiny").eval()
+    ops = []
+    for puzzles in (2, 6):
+        piece, puzzle, _ = batch(pieces=2 * puzzles, puzzles=puzzles)
+        index = torch.arange(puzzles).repeat_interleave(2)  # collated: 2 pieces per puzzle, in puzzle order
+        counter = GraphCounter()
+        torch._dynamo.reset()
+        with torch.no_grad():
+            torch.compile(net, backend=counter)(piece, puzzle, index)
+        ops.append(counter.ops)
+    torch._dynamo.reset()
+    assert ops[0] == ops[1] > 0, ops
 
 
 def test_fft_length_is_scipys_next_fast_len_for_real_transforms():
