@@ -311,7 +311,6 @@ def silhouette_correlation(
         (n, r, H, W) in [-1, 1]; (i, j) compares the template with the window centred on pixel (i, j), zero-padded
         outside the puzzle (the puzzle's mean colour, as in `normalized_cross_correlation`). Computed by FFT, in
         float32 or wider, with no gradient: the inputs are images, nothing here is learnt.
-
     """
     n, r, c, k, _ = templates.shape
     height, width = puzzle.shape[-2:]
