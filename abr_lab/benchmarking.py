@@ -18,10 +18,11 @@ as configured; the data shrunk so that they generate in seconds):
   recompile is one more, and on a GPU each is a compilation), counted with a backend that builds nothing;
 - peak memory per batch size: the peak RSS of a fresh process running two training steps (CPU), or
   `torch.cuda.max_memory_allocated` (GPU);
-- on a GPU, bf16-mixed and `torch.compile` variants of the bare Lightning run, as ratios to fp32 eager, with the
-  mean GPU utilisation during each; the plain loop's throughput and device memory as the batch grows until the
-  GPU is full (`gpu_batch_scaling`), and its bf16 / compile ratios at the fastest of those batches
-  (`precisions_at_batch`). `on_progress` hands over each stage's figures as soon as they exist.
+- on a GPU, in this order: the plain loop's throughput and device memory as the batch grows until the GPU is full
+  (`gpu_batch_scaling`), its bf16 / compile ratios to fp32 eager at the fastest of those batches
+  (`precisions_at_batch`), then bf16-mixed and `torch.compile` variants of the bare Lightning run at the recipe's
+  batch, with the mean GPU utilisation during each. `on_progress` hands over each stage's figures as soon as they
+  exist.
 
 The health monitor probes gradients every `interval` steps (100): the few timed steps here start after the first
 probe, so its cost is measured on its own (`scripts/benchmark.py health`).
@@ -572,10 +573,12 @@ def bench_family(
             scaling = gpu_batch_scaling(family, module, batch, clip, max_factor=2 if smoke else 256)
             gpu = result["gpu"] = {"batch_scaling": scaling}
             report(result)
-            gpu_variants(family, smoke, recipe, workdir, gpu, lambda: report(result))
+            # the target's figure (bf16 + compile at a batch that fills the GPU) before the recipe-batch variants:
+            # each compiles the network cold (the U-Net's training step: minutes), and a time limit may stop the run
             gpu["at_full_batch"] = {}
             factor = fullest_factor(scaling, samples)
             precisions_at_batch(family, module, batch, clip, factor, gpu["at_full_batch"], lambda: report(result))
+            gpu_variants(family, smoke, recipe, workdir, gpu, lambda: report(result))
     return result
 
 
@@ -705,8 +708,8 @@ def precisions_at_batch(
     """The plain loop at a batch that keeps the GPU busy (`batch` tiled `factor` times) in fp32, under bf16 autocast,
     and under bf16 autocast with the network compiled: samples/s and the ratios to fp32. Where the bf16 + compile
     target (>= 1.5 x fp32) means something: the recipe's batch, sized for a CPU, leaves a GPU mostly idle. Compiling
-    changes `module.net` in place (run it last). The figures go into `out`, `measured` called after each variant; a
-    variant that fails is recorded with its error, not fatal."""
+    changes `module.net` in place (nothing may use `module` after it). The figures go into `out`, `measured` called
+    after each variant; a variant that fails is recorded with its error, not fatal."""
     out["factor"] = factor
     for name in PRECISIONS:
         try:

@@ -8,9 +8,10 @@
 #    families' rows; each stage is saved as it finishes, so a slot that runs out keeps what it measured): copy them
 #    to benchmarks/results_<gpu>.{json,md} and quote them in the README with the date;
 # 2. one epoch of the tiny U-Net with trainer=gpu, ddp and fsdp (checkpoints written, test metrics printed).
-# Everything is logged to OUT_DIR/log.txt. SECONDS (default 540) bounds the whole pass: 75 % for the benchmarks, the
-# U-Net's slot the longest (its bf16 + compile variant took over 150 s on an H100: Inductor falls back on S4D's
-# complex FFT), the rest for the trainings (~20 s each). PYTHON (default python3) must have the project's dependencies:
+# Everything is logged to OUT_DIR/log.txt. SECONDS (default 540) bounds the whole pass: 80 % for the benchmarks, the
+# U-Net's slot the longest (a cold Inductor compile of its training step took over 150 s on an H100 and 142-159 s on
+# a 2-core CPU, and a family's GPU stage compiles twice: at the batch that fills the GPU, first, then at the
+# recipe's), the rest for the trainings (~20 s each). PYTHON (default python3) must have the project's dependencies:
 # on a lent machine that has torch, lightning and timm but not hydra-core, omegaconf, antlr4-python3-runtime,
 # soundfile, cffi and pycparser, install those from carried wheels first (the device tool's README says how).
 set -u
@@ -28,7 +29,7 @@ export PYTHONUNBUFFERED=1
 } >>"$LOG" 2>&1
 
 bench() { # family, share of the budget in percent
-  local left=$((BUDGET * 75 / 100 - $(elapsed))) slot=$((BUDGET * $2 / 100))
+  local left=$((BUDGET * 80 / 100 - $(elapsed))) slot=$((BUDGET * $2 / 100))
   ((slot > left)) && slot=$left
   ((slot < 30)) && { echo "skip $1 (no time left)" >>"$LOG"; return; }
   echo "=== benchmark $1 (slot $slot s) at $(elapsed) s" >>"$LOG"
@@ -37,7 +38,7 @@ bench() { # family, share of the budget in percent
   echo "rc=$? at $(elapsed) s" >>"$LOG"
   grep -E "Error|error" "/tmp/gpu_checks_bench_$1.txt" | tail -5 >>"$LOG"
 }
-bench optimized_unet 35
+bench optimized_unet 40
 bench puzzle_cnn 20
 bench rawnet2 12
 bench lstm_extractor 8
