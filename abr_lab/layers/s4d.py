@@ -52,34 +52,52 @@ class S4DKernel(nn.Module):
         self.A_imag = nn.Parameter(math.pi * torch.arange(modes, dtype=torch.float32).repeat(channels, 1))  # πn
         self.C = nn.Parameter(torch.view_as_real(torch.randn(channels, modes, dtype=torch.cfloat)))  # (H, N/2, 2)
 
-    def discretised(self) -> tuple[Tensor, Tensor, Tensor]:
-        """Ā (H, N/2), B̄ (H, N/2) and C (H, N/2), complex: the zero-order-hold system the kernel unrolls.
-
-        In at least float32 whatever the parameters are stored in: mixed precision that casts them (FSDP's bf16
-        parameters) would otherwise find no complex bf16 type, and Ā^l for l in the thousands needs the mantissa."""
+    def continuous(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Δ (H, 1), Re A, Im A (H, N/2) and C's real and imaginary parts (H, N/2), as real tensors in at least
+        float32 whatever the parameters are stored in: mixed precision that casts them (FSDP's bf16 parameters)
+        would otherwise find no complex bf16 type, and Ā^l for l in the thousands needs the mantissa."""
         log_dt, log_A_real, A_imag, C = (
             p.to(torch.promote_types(p.dtype, torch.float32))
             for p in (self.log_dt, self.log_A_real, self.A_imag, self.C)
         )
-        dt = torch.exp(log_dt).unsqueeze(-1)  # (H, 1)
-        A = -torch.exp(log_A_real) + 1j * A_imag  # (H, N/2)
+        return torch.exp(log_dt).unsqueeze(-1), -torch.exp(log_A_real), A_imag, C[..., 0], C[..., 1]
+
+    def discretised(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Ā (H, N/2), B̄ (H, N/2) and C (H, N/2), complex: the zero-order-hold system the recurrence steps."""
+        dt, a, w, c_re, c_im = self.continuous()
+        A = torch.complex(a, w)  # (H, N/2)
         A_bar = torch.exp(dt * A)
         B_bar = (A_bar - 1.0) / A  # B = 1
-        return A_bar, B_bar, torch.view_as_complex(C)
+        return A_bar, B_bar, torch.complex(c_re, c_im)
 
     def forward(self, length: int) -> Tensor:
-        A_bar, B_bar, C = self.discretised()  # (H, N/2) each
-        # Ā^l = exp(l log Ā): exact for integer l whatever branch the logarithm takes. In blocks: l = i·b + j with
-        # b ≈ √L, so Ā^l = Ā^(i·b) Ā^j and the sum over modes is one batched complex product, (H, L/b, N/2) @
-        # (H, N/2, b), instead of H·N/2·L complex exponentials (~40x faster at L = 16,384, no (H, N/2, L) tensor)
+        """The kernel (H, L), in real arithmetic: `torch.compile`'s Inductor generates no code for complex tensors and
+        runs each complex op as its own library call (the default U-Net's compiled training step scheduled 1,372
+        such calls with a complex kernel, 336 with this one); as exponentials, cosines and sines it fuses them. On a
+        CPU this kernel is also 1.6-3x faster (forward and backward, L = 150 .. 16,384) and as accurate."""
+        dt, a, w, c_re, c_im = self.continuous()
+        decay, turn = a * dt, w * dt  # (H, N/2): Ā = exp(decay + i turn)
+        # B̄ = (Ā - 1) / A with A = a + i w; then C B̄, both as (real, imaginary) pairs
+        x, y = torch.exp(decay) * torch.cos(turn) - 1.0, torch.exp(decay) * torch.sin(turn)  # Ā - 1
+        norm = a * a + w * w  # |A|^2
+        b_re, b_im = (x * a + y * w) / norm, (y * a - x * w) / norm  # (H, N/2)
+        cb_re, cb_im = c_re * b_re - c_im * b_im, c_re * b_im + c_im * b_re  # (H, N/2)
+        # Ā^l in blocks: l = i·b + j with b ≈ √L, Ā^l = Ā^(i·b) Ā^j, and the sum over modes is one batched product,
+        # (H, L/b, N) @ (H, N, b), instead of H·N/2·L exponentials (~40x faster at L = 16,384, no (H, N/2, L) tensor)
         block = math.isqrt(length - 1) + 1  # b >= √L
         blocks = -(-length // block)  # L/b rounded up
-        log_A = torch.log(A_bar).unsqueeze(-1)  # (H, N/2, 1)
-        steps = torch.arange(max(block, blocks), device=A_bar.device, dtype=A_bar.real.dtype)
-        within = torch.exp(log_A * steps[:block])  # (H, N/2, b): Ā^j
-        starts = (C * B_bar).unsqueeze(-1) * torch.exp(log_A * (steps[:blocks] * block))  # (H, N/2, L/b): C B̄ Ā^(i·b)
-        k = torch.einsum("hni,hnj->hij", starts, within).flatten(1)[:, :length]  # (H, L): index i·b + j
-        return 2.0 * k.real  # (H, L)
+        steps = torch.arange(max(block, blocks), device=dt.device, dtype=dt.dtype)
+        j, i = steps[:block], steps[:blocks] * block  # (b,), (L/b,)
+        decay, turn = decay.unsqueeze(-1), turn.unsqueeze(-1)  # (H, N/2, 1)
+        power = torch.exp(decay * j)  # (H, N/2, b): |Ā^j|
+        within = torch.cat([power * torch.cos(turn * j), power * torch.sin(turn * j)], dim=1)  # (H, N, b): Re, Im
+        start = torch.exp(decay * i)  # (H, N/2, L/b): |Ā^(i·b)|, then its real and imaginary parts
+        p_re, p_im = start * torch.cos(turn * i), start * torch.sin(turn * i)
+        cb_re, cb_im = cb_re.unsqueeze(-1), cb_im.unsqueeze(-1)  # (H, N/2, 1)
+        # Re(s · Ā^j) = Re s Re Ā^j - Im s Im Ā^j for s = C B̄ Ā^(i·b): the rows of `starts` pair with `within`'s
+        starts = torch.cat([cb_re * p_re - cb_im * p_im, -(cb_re * p_im + cb_im * p_re)], dim=1)  # (H, N, L/b)
+        k = torch.bmm(starts.transpose(1, 2), within).flatten(1)[:, :length]  # (H, L): index i·b + j
+        return 2.0 * k  # (H, L)
 
     def ssm_parameters(self) -> list[nn.Parameter]:
         """The parameters of A and Δ, which the reference trains with a smaller learning rate and no weight decay."""

@@ -177,3 +177,22 @@ def test_kernel_from_bf16_parameters_is_computed_in_float32() -> None:
     k = kernel.bfloat16()(256)  # (H, L)
     assert k.dtype == torch.float32
     torch.testing.assert_close(k, reference)
+
+
+def test_kernel_is_computed_without_complex_tensors() -> None:
+    """Inductor generates no code for complex tensors (each complex op becomes its own library call): the kernel,
+    which every training step recomputes, traces into one graph of real tensors only."""
+    graphs: list[torch.fx.GraphModule] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    kernel = S4DKernel(4, 8)
+    torch._dynamo.reset()
+    out = torch.compile(kernel, backend=backend, fullgraph=True)(50)
+    torch._dynamo.reset()
+    torch.testing.assert_close(out, kernel(50))
+    values = [node.meta.get("example_value") for gm in graphs for node in gm.graph.nodes]
+    dtypes = {v.dtype for v in values if isinstance(v, torch.Tensor)}
+    assert len(graphs) == 1 and dtypes and not any(d.is_complex for d in dtypes), dtypes
