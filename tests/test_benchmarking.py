@@ -169,6 +169,8 @@ def test_a_compiled_run_compiles_each_stage_once(family, tmp_path):
     network breaks only where it must and is compiled once per training and per test, not again in the second epoch
     or after the probe. The U-Net's probe once cut it into ~70 per-layer graphs."""
     fit = benchmarking.compile_fit(family, smoke=True, workdir=tmp_path)
-    assert {*fit["breaks_by_reason"], *fit["untraced_by_reason"]} <= EXPECTED_BREAKS[family], fit
+    assert {*fit["breaks_by_reason"], *fit["untraced_by_reason"]} == EXPECTED_BREAKS[family], fit
     graphs_per_forward = 1 + len(EXPECTED_BREAKS[family])  # a graph before and after the break
     assert fit["by_stage"]["train"] <= graphs_per_forward and fit["by_stage"]["test"] <= graphs_per_forward, fit
+    if family != "lstm_extractor":  # the LSTM is the forward's first op: dynamo may leave all of it to eager
+        assert fit["by_stage"]["train"] >= 1 and fit["ops"] > 0, fit
