@@ -6,7 +6,8 @@ as configured; the data shrunk so that they generate in seconds):
 - training throughput (samples/s) of the LightningModule under a bare `Trainer` (no logger, callbacks or progress
   bar), under the configured one (the callbacks, logger and progress bar of `conf/`), and of a plain PyTorch loop
   over the same network, DataLoader, optimiser and scheduler; the ratios Lightning / plain. Repeats alternate the
-  three, and each figure is the median;
+  three, each first in turn (`rotated`); throughputs are medians over repeats, ratios the median of the repeats'
+  own ratios (`paired_ratio`);
 - DataModule throughput (batches/s through the configured DataLoader) against the model's training step rate on a
   batch already in memory; the ratio (above 1 the model never waits);
 - inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
@@ -89,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         warmup=2,
         steps=6,
-        repeats=3,
+        repeats=6,  # short steps: more repeats to median over (3 left the ratio within noise of 0.95)
         memory_batches=(32, 128, 512),
     ),
     "optimized_unet": Recipe(
@@ -97,7 +98,7 @@ RECIPES: dict[str, Recipe] = {
         smoke=("model=optimized_unet", "model.arch=optimized_unet_tiny", "data=abr_small", "data.batch_size=8"),
         warmup=1,
         steps=4,
-        repeats=2,
+        repeats=6,
         memory_batches=(16, 64, 256),
     ),
     "rawnet2": Recipe(
@@ -134,7 +135,7 @@ RECIPES: dict[str, Recipe] = {
         ),
         warmup=1,
         steps=4,
-        repeats=2,
+        repeats=3,
         memory_batches=(1, 2, 4),
     ),
 }
@@ -475,6 +476,25 @@ def plain_syncs(family: str, module: L.LightningModule, batch: Batch, clip: floa
     return counter.per_step(steps)
 
 
+def rotated(names: list[str], repeat: int) -> list[str]:
+    """The order of the compared loops in repeat `repeat`: each runs first, second, ... in turn. A machine that
+    speeds up or slows down during a run (a CPU's clock, a neighbour's load) would otherwise favour the loop that
+    always runs last: eight repeats of the LSTM recipe in a fixed order sped up from 48 to 56 samples/s, and the first
+    repeat's three loops came out in their running order (48.5 / 50.8 / 51.2; throw-away probe, 2-core CPU,
+    2026-12-07). Use a multiple of len(names) repeats to give each loop every place."""
+    shift = repeat % len(names)
+    return names[shift:] + names[:shift]
+
+
+def paired_ratio(rates: list[float], baselines: list[float]) -> float:
+    """The median over repeats of `rates[i] / baselines[i]`: each ratio compares two runs of one repeat, made
+    back to back. This 2-core machine has slow spells of a few seconds (a throw-away probe of the LSTM recipe's plain
+    step, 96 steps in a row: 0.56-0.62 s, then five at 0.72-0.73 s; 2026-12-07), each long enough to slow one run;
+    a ratio of two medians over all repeats lets those spells land on either side, the median of paired ratios
+    leaves out the repeats they spoil."""
+    return statistics.median(r / b for r, b in zip(rates, baselines, strict=True))
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median seconds of `fn` over `repeats` calls after `warmup` calls."""
     for _ in range(warmup):
@@ -518,14 +538,21 @@ def bench_family(
         if smoke:  # one of each measurement, memory at the smoke batch size
             recipe = Recipe(recipe.overrides, recipe.smoke, 1, 1, 1, (int(cfg.data.batch_size),))
         clip = float(cfg.trainer.get("gradient_clip_val") or 0.0)
-        # the first fit prepares the data, runs the module's setup (statistics, class weights) and warms up
-        lightning_rate(family, module, datamodule, cfg, recipe, configured=False, workdir=workdir)
-        rates: dict[str, list[float]] = {"bare": [], "configured": [], "plain": []}
-        for _ in range(recipe.repeats):  # alternated, so drift on a shared machine hits all three alike
-            rates["bare"].append(lightning_rate(family, module, datamodule, cfg, recipe, False, workdir))
-            rates["configured"].append(lightning_rate(family, module, datamodule, cfg, recipe, True, workdir))
-            rates["plain"].append(plain_rate(family, module, datamodule, recipe, clip, device))
+        loops: dict[str, Callable[[], float]] = {
+            "bare": lambda: lightning_rate(family, module, datamodule, cfg, recipe, False, workdir),
+            "configured": lambda: lightning_rate(family, module, datamodule, cfg, recipe, True, workdir),
+            "plain": lambda: plain_rate(family, module, datamodule, recipe, clip, device),
+        }
+        # one untimed round first: the first fit prepares the data and runs the module's setup (statistics, class
+        # weights), and each loop's first run in a process is slower than its next ones (the LSTM's by ~10 %)
+        for run in loops.values():
+            run()
+        rates: dict[str, list[float]] = {name: [] for name in loops}
+        for repeat in range(recipe.repeats):
+            for name in rotated(list(loops), repeat):
+                rates[name].append(loops[name]())
         median = {k: statistics.median(v) for k, v in rates.items()}
+        over_plain = {k: paired_ratio(rates[k], rates["plain"]) for k in ("bare", "configured")}
 
         batch = move_data_to_device(next(iter(datamodule.train_dataloader())), device)
         module.to(device)
@@ -552,8 +579,9 @@ def bench_family(
             "lightning_bare_samples_per_s": median["bare"],
             "lightning_configured_samples_per_s": median["configured"],
             "plain_samples_per_s": median["plain"],
-            "lightning_bare_over_plain": median["bare"] / median["plain"],
-            "lightning_configured_over_plain": median["configured"] / median["plain"],
+            "lightning_bare_over_plain": over_plain["bare"],
+            "lightning_configured_over_plain": over_plain["configured"],
+            "samples_per_s_by_repeat": rates,  # in the order measured: the spread behind each median
             "model_steps_per_s": 1.0 / step_s,
             "data_batches_per_s": 1.0 / data_s,
             "data_over_model": step_s / data_s,

@@ -1,9 +1,11 @@
-"""The GPU pieces of `abr_lab.benchmarking` that can be checked without a GPU: batch tiling, the batch-scaling loop's
-stopping rules (CUDA's memory counters faked), the utilisation sampler without NVML."""
+"""What `abr_lab.benchmarking` does, checked without timing anything and without a GPU: the order the compared loops
+run in and how their ratio is taken, batch tiling, the batch-scaling loop's stopping rules (CUDA's memory counters
+faked), the utilisation sampler without NVML, and the host syncs and compiled graphs of a training step."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,9 +19,33 @@ from abr_lab.benchmarking import (
     build,
     fullest_factor,
     gpu_batch_scaling,
+    paired_ratio,
     precisions_at_batch,
+    rotated,
     tile_batch,
 )
+
+
+def test_rotated_repeats_give_each_loop_every_place_once():
+    loops = ["bare", "configured", "plain"]
+    orders = [rotated(loops, r) for r in range(3)]
+    assert orders[0] == loops
+    assert all(sorted(order) == sorted(loops) for order in orders)  # every loop runs in every repeat
+    for place in range(3):  # and in every place exactly once over three repeats
+        assert sorted(order[place] for order in orders) == sorted(loops)
+    assert rotated(loops, 3) == loops
+
+
+def test_paired_ratio_leaves_out_the_repeats_a_slow_spell_spoils():
+    """Lightning at 0.98 x the plain loop; the machine's speed differs per repeat, and a slow spell (x 0.8) hits
+    Lightning's run in the first repeat and the plain loop's in the third."""
+    speeds = [50.0, 56.0, 52.0]
+    lightning = [0.98 * s * (0.8 if i == 0 else 1.0) for i, s in enumerate(speeds)]  # 39.2, 54.88, 50.96
+    plain = [s * (0.8 if i == 2 else 1.0) for i, s in enumerate(speeds)]  # 50, 56, 41.6
+    assert paired_ratio(lightning, plain) == pytest.approx(0.98)
+    assert statistics.median(lightning) / statistics.median(plain) == pytest.approx(50.96 / 50)  # 1.019: the spells
+    with pytest.raises(ValueError):
+        paired_ratio([1.0, 2.0], [1.0])
 
 
 def test_tile_batch_points_each_piece_at_its_own_copy_of_the_puzzle():

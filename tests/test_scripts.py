@@ -263,6 +263,7 @@ def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path)
             "inference_ms_per_batch",
         ):
             assert r[key] > 0, (family, key)  # no timing asserted: fields only
+        assert {k: len(v) for k, v in r["samples_per_s_by_repeat"].items()} == {"bare": 1, "configured": 1, "plain": 1}
         ((batch, memory),) = r["memory"].items()
         assert int(batch) == r["batch_size"] and memory["peak_rss_mb"] >= memory["rss_before_training_mb"] > 0
         for loop in ("plain", "lightning_bare", "lightning_configured"):
