@@ -64,10 +64,11 @@ from pathlib import Path
 
 import lightning
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from abr_lab.atomic import atomic_write_text
 from abr_lab.benchmarking import FAMILIES, bench_family, markdown_report
+from abr_lab.flops import FLOPS_NOT_COUNTED  # also registers the formulas PyTorch lacks (CPU attention, LSTM)
 from abr_lab.layers.s4d import S4D
 from abr_lab.layers.sinc import SincFilterbank
 from abr_lab.lstm_extractor import LSTMExtractor, StatefulExtractor
@@ -172,24 +173,14 @@ def unet_train_seconds(net: OptimizedHierarchicalUNet, batch: int, repeats: int)
     return median_seconds(update, repeats)
 
 
-# PyTorch's FLOP table misses the fused attention kernel that CPUs run; count it with the formulas of the others
-CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v),
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: (
-        lambda grad, q, k, v, *_, **__: sdpa_backward_flop_count(grad, q, k, v)
-    ),
-}
-FLOPS_NOT_COUNTED = "FFTs (the S4D convolutions) and elementwise ops (activations, norms, softmax, S4D kernel powers)"
-
-
 def unet_flops_per_sample(net: OptimizedHierarchicalUNet, batch: int) -> tuple[float, float]:
     """FLOPs per sample of a forward pass and of forward + backward, counted by `FlopCounterMode` at this batch.
 
-    Counted: matrix products, convolutions and attention (2 per multiply-add; the S4D kernel's complex product
-    counts as a real one). Not counted: FFTs, which carry the S4D convolutions, and elementwise ops.
+    Counted: matrix products, convolutions and attention (2 per multiply-add; with `abr_lab.flops`' formulas for
+    the CPU attention kernel). Not counted: FFTs, which carry the S4D convolutions, and elementwise ops.
     """
     signal, static = torch.randn(batch, 1, net.signal_length), torch.randn(batch, 4)
-    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+    with FlopCounterMode(display=False) as counter:
         outputs = net(signal, static)
         forward = counter.get_total_flops()
         sum(v.float().mean() for v in outputs.values()).backward()

@@ -23,6 +23,7 @@ from abr_lab.metrics import WaveformMetrics
 from abr_lab.metrics.mean import SplitMean
 from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.registry import compile_network, create_model
+from abr_lab.summary import set_example_input
 
 Batch = dict[str, Tensor]
 LR_PARTS = ("lstm", "head")
@@ -117,6 +118,9 @@ class LSTMExtractorModule(L.LightningModule):
         # the split's MSE as a sum and a count: exact across processes (a mean of per-process means is not)
         self.split_loss = nn.ModuleDict({s: SplitMean() for s in ("val", "test")})
         self._figure: tuple[Batch, Tensor] | None = None  # first validation batch and its prediction
+
+    def setup(self, stage: str) -> None:
+        set_example_input(self, stage, lambda batch: (build_inputs(batch["mixture"], batch["condition"]),))
 
     def forward(self, x: Tensor, state: LSTMState | None = None) -> tuple[Tensor, LSTMState]:
         return self.net(x, state)

@@ -39,6 +39,7 @@ from abr_lab.optimized_unet.figures import confusion_figure
 from abr_lab.optimized_unet.losses import ABRLoss
 from abr_lab.optimized_unet.schema import CLASS_NAMES, WAVES, ABRRecords
 from abr_lab.registry import compile_network, create_model
+from abr_lab.summary import set_example_input
 
 Batch = dict[str, Tensor]
 CLASS_WEIGHTING = ("inverse", "sqrt_inverse", "none")
@@ -142,6 +143,7 @@ class OptimizedUNetModule(L.LightningModule):
     # statistics and units
 
     def setup(self, stage: str) -> None:
+        set_example_input(self, stage, lambda batch: (batch["signal"], batch["static"]))
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         norm = getattr(datamodule, "normalization", None)
         if stage != "fit" or norm is None:

@@ -36,6 +36,7 @@ from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.puzzle_cnn import network  # noqa: F401  (registers the variants)
 from abr_lab.puzzle_cnn.figures import correlation_figure, rotation_confusion_figure
 from abr_lab.registry import compile_network, create_model
+from abr_lab.summary import set_example_input
 
 Batch = dict[str, Tensor]
 LOSS_TERMS = ("ciou", "l1", "rotation", "heatmap")
@@ -139,16 +140,22 @@ class PuzzleModule(L.LightningModule):
         the pieces when `read_grids`) -> the network's output dict."""
         return self.net(piece, puzzle, puzzle_index, content, grid, read_grids)
 
-    def run_batch(self, batch: Batch) -> dict[str, Any]:
-        """The network's output dict on a batch (the contract of `collate_puzzles`; ``content`` optional, ``grid``
+    def setup(self, stage: str) -> None:
+        set_example_input(self, stage, self.forward_inputs)
+
+    def forward_inputs(self, batch: Batch) -> tuple[Any, ...]:
+        """`forward`'s arguments for a batch (the contract of `collate_puzzles`; ``content`` optional, ``grid``
         read only when `grid` is ``told``)."""
         grid = None
         if self.grid == "told":
             if "grid" not in batch:
                 raise KeyError("grid=told: the batch has no 'grid' (rows, cols per puzzle) to tell the network")
             grid = batch["grid"]
-        content = batch.get("content")
-        return self(batch["piece"], batch["puzzle"], batch["puzzle_index"], content, grid, self.grid == "pieces")
+        return batch["piece"], batch["puzzle"], batch["puzzle_index"], batch.get("content"), grid, self.grid == "pieces"
+
+    def run_batch(self, batch: Batch) -> dict[str, Any]:
+        """The network's output dict on a batch."""
+        return self(*self.forward_inputs(batch))
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._shared_step(batch, "train")

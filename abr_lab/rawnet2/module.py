@@ -25,6 +25,7 @@ from abr_lab.optim import parameter_groups, warmup_cosine
 from abr_lab.rawnet2 import network  # noqa: F401  (registers the variants)
 from abr_lab.rawnet2.network import BONAFIDE, CLASS_NAMES, RawNet2Ensemble, bonafide_score
 from abr_lab.registry import compile_network, create_model
+from abr_lab.summary import set_example_input
 
 Batch = dict[str, Tensor]
 LR_PARTS = ("front", "gru", "head")
@@ -102,6 +103,7 @@ class RawNet2Module(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Name the attacks after the DataModule's table and build the metrics of each stage."""
+        set_example_input(self, stage, lambda batch: (batch["audio"],))
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         attack_ids = tuple(getattr(datamodule, "attack_ids", ())) or ("-", *(f"attack{i}" for i in range(1, 100)))
         unseen = tuple(getattr(datamodule, "unseen_attacks", ()))
