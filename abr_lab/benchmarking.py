@@ -8,6 +8,9 @@ as configured; the data shrunk so that they generate in seconds):
   over the same network, DataLoader, optimiser and scheduler; the ratios Lightning / plain. Repeats alternate the
   three, each first in turn (`rotated`); throughputs are medians over repeats, ratios the median of the repeats'
   own ratios (`paired_ratio`);
+- FLOPs of one training batch (forward and backward, counted by `FlopCounterMode` with `abr_lab.flops`' formulas:
+  matrix products, convolutions, attention, recurrent kernels; not FFTs or elementwise ops) per sample, and the rate
+  the plain training step on a batch in memory achieves (GFLOP/s): the gap to the hardware's peak;
 - DataModule throughput (batches/s through the configured DataLoader) against the model's training step rate on a
   batch already in memory; the ratio (above 1 the model never waits);
 - inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
@@ -52,7 +55,9 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
+import abr_lab.flops  # noqa: F401  registers the FLOP formulas PyTorch lacks (CPU attention, recurrent kernels)
 from abr_lab.config import compose_config
 from abr_lab.host_sync import HostSyncCounter, package_path
 from abr_lab.lstm_extractor.network import build_inputs, detach_state
@@ -185,6 +190,14 @@ def plain_step(
         optimizer.step()
     if scheduler is not None:
         scheduler.step()
+
+
+def training_flops(family: str, module: L.LightningModule, batch: Batch, clip: float) -> int:
+    """FLOPs of one plain training batch, forward and backward (the optimiser's elementwise update is not counted)."""
+    optimizer, _ = optimizers_of(module)
+    with FlopCounterMode(display=False) as counter:
+        plain_step(family, module, batch, optimizer, None, clip)
+    return counter.get_total_flops()
 
 
 def infer(family: str, module: L.LightningModule, batch: Batch) -> object:
@@ -561,6 +574,7 @@ def bench_family(
         samples = batch_samples(family, batch)
         optimizer, scheduler = optimizers_of(module)
         step_s = median_time(lambda: plain_step(family, module, batch, optimizer, scheduler, clip), recipe.repeats)
+        flops = training_flops(family, module, batch, clip)
         syncs: dict[str, Any] = {}
         if device.type == "cpu":  # the same ops on any device: a GPU's minutes go to what only it can measure
             counted = min(SYNC_STEPS, recipe.steps)
@@ -585,6 +599,8 @@ def bench_family(
             "lightning_configured_over_plain": over_plain["configured"],
             "samples_per_s_by_repeat": rates,  # in the order measured: the spread behind each median
             "model_steps_per_s": 1.0 / step_s,
+            "train_gflop_per_sample": flops / samples / 1e9,
+            "model_gflops_per_s": flops / step_s / 1e9,  # what the plain step on a batch in memory achieves
             "data_batches_per_s": 1.0 / data_s,
             "data_over_model": step_s / data_s,
             "num_workers": datamodule.train_dataloader().num_workers,  # as resolved (``auto``: by the device)
@@ -849,8 +865,9 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     if framework:
         lines += [
             "| family | batch | samples/s plain | Lightning bare / plain | Lightning configured / plain "
-            "| data / model | inference samples/s | ms per batch | peak RSS MB by batch |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| data / model | training GFLOP / sample | model GFLOP/s | inference samples/s | ms per batch "
+            "| peak RSS MB by batch |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for family, r in framework.items():
             if not isinstance(r, Mapping) or "plain_samples_per_s" not in r:
@@ -859,7 +876,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
             lines.append(
                 f"| {family} | {r['samples_per_batch']} | {r['plain_samples_per_s']:,.1f} "
                 f"| {r['lightning_bare_over_plain']:.3f} | {r['lightning_configured_over_plain']:.3f} "
-                f"| {r['data_over_model']:,.1f} | {r['inference_samples_per_s']:,.1f} "
+                f"| {r['data_over_model']:,.1f} | {_cell(r.get('train_gflop_per_sample', '-'))} "
+                f"| {_cell(r.get('model_gflops_per_s', '-'))} | {r['inference_samples_per_s']:,.1f} "
                 f"| {r['inference_ms_per_batch']:,.1f} | {memory} |"
             )
         dates = [f"{f} {r['measured']}" for f, r in framework.items() if isinstance(r, Mapping) and "measured" in r]
@@ -867,13 +885,14 @@ def markdown_report(results: Mapping[str, Any]) -> str:
         lines.append("")
         lines += sync_table(framework)
     gpu_rows = {
-        family + (" (stopped early)" if r.get("partial") else ""): r["gpu"]
+        family + (" (stopped early)" if r.get("partial") else ""): (r["gpu"], r.get("train_gflop_per_sample"))
         for family, r in framework.items()
         if isinstance(r, Mapping) and "gpu" in r
     }
     if gpu_rows:
         lines += [
-            "GPU: bare Lightning samples/s (mean GPU utilisation %) in fp32, bf16-mixed and bf16-mixed + "
+            "GPU: bare Lightning samples/s (mean GPU utilisation %; TFLOP/s: samples/s x the training GFLOP per "
+            "sample) in fp32, bf16-mixed and bf16-mixed + "
             "`torch.compile`; the same ratios for the plain loop at the fastest batch of the scaling (full batch); "
             "plain-loop fp32 training as the batch grows (samples/s, max allocated MB) up to the batch that fills "
             "the GPU.",
@@ -882,15 +901,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
             "| full batch: bf16 / fp32, bf16 + compile / fp32 | batch scaling |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for family, g in gpu_rows.items():
-            cells = [
-                f"{g[f'{v}_samples_per_s']:,.0f} ({g[f'{v}_gpu_utilisation_percent']:.0f} %)"
-                if f"{v}_samples_per_s" in g
-                else f"failed: {g[f'{v}_error'][:80]}"
-                if f"{v}_error" in g
-                else "not measured"
-                for v in ("fp32", "bf16", "bf16_compile")
-            ]
+        for family, (g, gflop) in gpu_rows.items():
+            cells = [gpu_variant_cell(g, v, gflop) for v in ("fp32", "bf16", "bf16_compile")]
             ratios = [_cell(g[k]) if k in g else "-" for k in ("bf16_over_fp32", "bf16_compile_over_fp32")]
             scaling = "; ".join(
                 f"{b}: OOM"
@@ -957,6 +969,15 @@ def sync_table(framework: Mapping[str, Any]) -> list[str]:
         )
         lines.append(f"| {family} | {' | '.join(cells)} | {where} | {compiled} | {fitted} |")
     return [*lines, ""]
+
+
+def gpu_variant_cell(gpu: Mapping[str, Any], variant: str, gflop_per_sample: float | None) -> str:
+    """One GPU variant's markdown cell: samples/s (mean utilisation %, TFLOP/s where the FLOPs were counted)."""
+    if f"{variant}_samples_per_s" not in gpu:
+        return f"failed: {gpu[f'{variant}_error'][:80]}" if f"{variant}_error" in gpu else "not measured"
+    rate = gpu[f"{variant}_samples_per_s"]
+    tflops = f", {rate * gflop_per_sample / 1e3:,.1f} TFLOP/s" if gflop_per_sample else ""
+    return f"{rate:,.0f} ({gpu[f'{variant}_gpu_utilisation_percent']:.0f} %{tflops})"
 
 
 def _cell(value: Any) -> str:

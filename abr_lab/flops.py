@@ -1,9 +1,10 @@
 """FLOP formulas for the kernels `torch.utils.flop_counter.FlopCounterMode` has none for, registered on import.
 
 PyTorch's table counts matrix products, convolutions and the GPU attention kernels. Without these formulas it counts
-0 for the fused attention kernel CPUs run (the U-Net's attention), the oneDNN LSTM layer CPUs run (the LSTM
-extractor's network) and cuDNN's recurrent kernel (every LSTM and GRU on a GPU), so Lightning's model summary and
-`scripts/benchmark.py` would show those layers as free. Counted as PyTorch counts the rest: 2 FLOPs per
+0 for the fused attention kernel CPUs run (the U-Net's attention), `nn.MultiheadAttention`'s fused kernel (its fast
+path in eval mode without gradients, as in the model summary), the oneDNN LSTM layer CPUs run (the LSTM extractor's
+network) and cuDNN's recurrent kernel (every LSTM and GRU on a GPU), forward and backward, so Lightning's model
+summary and `scripts/benchmark.py` would show those layers as free. Counted as PyTorch counts the rest: 2 FLOPs per
 multiply-add of the matrix products (a recurrent layer: each weight matrix once per time step and sequence; its
 gates' elementwise ops are not counted). Still not counted: FFTs (the S4D convolutions) and elementwise ops.
 """
@@ -49,6 +50,20 @@ def cudnn_rnn_flop(
     return recurrent_flops(input_shape, weight_shapes)
 
 
+def mkldnn_rnn_layer_backward_flop(
+    input_shape: Sequence[int], w_ih: Sequence[int], w_hh: Sequence[int], *args: Any, **kwargs: Any
+) -> int:
+    """Its backward: each product twice again (the gradients of its inputs and of its weights)."""
+    return 2 * recurrent_flops(input_shape, [w_ih, w_hh])
+
+
+def cudnn_rnn_backward_flop(
+    input_shape: Sequence[int], weight_shapes: Sequence[Sequence[int]], *args: Any, **kwargs: Any
+) -> int:
+    """Its backward (data and weight gradients): each product twice again."""
+    return 2 * recurrent_flops(input_shape, weight_shapes)
+
+
 def native_multi_head_attention_flop(
     query: Sequence[int], key: Sequence[int], value: Sequence[int], embed_dim: int, *args: Any, **kwargs: Any
 ) -> int:
@@ -76,7 +91,9 @@ def cpu_attention_backward_flop(
 
 FORMULAS = {
     "mkldnn_rnn_layer": mkldnn_rnn_layer_flop,
+    "mkldnn_rnn_layer_backward": mkldnn_rnn_layer_backward_flop,
     "_cudnn_rnn": cudnn_rnn_flop,
+    "_cudnn_rnn_backward": cudnn_rnn_backward_flop,
     "_native_multi_head_attention": native_multi_head_attention_flop,
     "_scaled_dot_product_flash_attention_for_cpu": cpu_attention_flop,
     "_scaled_dot_product_flash_attention_for_cpu_backward": cpu_attention_backward_flop,

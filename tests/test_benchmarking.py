@@ -19,6 +19,7 @@ from abr_lab.benchmarking import (
     build,
     fullest_factor,
     gpu_batch_scaling,
+    gpu_variant_cell,
     paired_ratio,
     precisions_at_batch,
     rotated,
@@ -200,3 +201,11 @@ def test_a_compiled_run_compiles_each_stage_once(family, tmp_path):
     assert fit["by_stage"]["train"] <= graphs_per_forward and fit["by_stage"]["test"] <= graphs_per_forward, fit
     if family != "lstm_extractor":  # the LSTM is the forward's first op: dynamo may leave all of it to eager
         assert fit["by_stage"]["train"] >= 1 and fit["ops"] > 0, fit
+
+
+def test_gpu_variant_cell_gives_the_achieved_tflops_where_flops_were_counted():
+    gpu = {"bf16_samples_per_s": 4000.0, "bf16_gpu_utilisation_percent": 87.4, "fp32_error": "RuntimeError: no"}
+    assert gpu_variant_cell(gpu, "bf16", 2.5) == "4,000 (87 %, 10.0 TFLOP/s)"  # 4,000 samples/s x 2.5 GFLOP
+    assert gpu_variant_cell(gpu, "bf16", None) == "4,000 (87 %)"
+    assert gpu_variant_cell(gpu, "fp32", 2.5) == "failed: RuntimeError: no"
+    assert gpu_variant_cell(gpu, "bf16_compile", 2.5) == "not measured"

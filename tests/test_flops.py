@@ -62,3 +62,24 @@ def test_multi_head_attention_fast_path_counted_as_its_training_path() -> None:
         attention(x, x, x, need_weights=False)
     assert list(counter.get_flop_counts()["Global"]) == [torch.ops.aten._native_multi_head_attention]
     assert counter.get_total_flops() == by_hand
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
+def test_recurrent_backward_counted_as_its_decomposition() -> None:
+    """A training pass through an LSTM: oneDNN's fused backward counts twice its forward, what autograd's matrix
+    products count but for the zero initial state's gradient, which the fused kernel computes and autograd skips."""
+    lstm = nn.LSTM(5, 16, num_layers=2)
+    x = torch.randn(50, 3, 5, requires_grad=True)
+
+    def train_pass() -> int:
+        with FlopCounterMode(display=False) as counter:
+            lstm(x)[0].sum().backward()
+        return counter.get_total_flops()
+
+    forward = 2 * 3 * 50 * (64 * 5 + 64 * 16 + 64 * 16 + 64 * 16)
+    assert train_pass() == 3 * forward
+    initial_state_gradients = 2 * (2 * 3 * 64 * 16)  # per layer: (b, h) @ (h, 4h) at the first step
+    with torch.backends.mkldnn.flags(enabled=False):
+        assert train_pass() == 3 * forward - initial_state_gradients
+    formula = flop_registry[torch.ops.aten._cudnn_rnn_backward]
+    assert formula(x, list(lstm._flat_weights), 4, None) == 2 * forward
