@@ -10,7 +10,8 @@ as configured; the data shrunk so that they generate in seconds):
   own ratios (`paired_ratio`);
 - FLOPs of one training batch (forward and backward, counted by `FlopCounterMode` with `abr_lab.flops`' formulas:
   matrix products, convolutions, attention, recurrent kernels; not FFTs or elementwise ops) per sample, and the rate
-  the plain training step on a batch in memory achieves (GFLOP/s): the gap to the hardware's peak;
+  the plain training step on a batch in memory achieves (GFLOP/s), against what one large matrix product reaches
+  on the same device in the same run (`matmul_flops_per_s`, fp32; on a GPU bf16 too): the gap to the hardware;
 - DataModule throughput (batches/s through the configured DataLoader) against the model's training step rate on a
   batch already in memory; the ratio (above 1 the model never waits);
 - inference throughput and per-batch latency (eval mode, `torch.inference_mode`);
@@ -198,6 +199,14 @@ def training_flops(family: str, module: L.LightningModule, batch: Batch, clip: f
     with FlopCounterMode(display=False) as counter:
         plain_step(family, module, batch, optimizer, None, clip)
     return counter.get_total_flops()
+
+
+def matmul_flops_per_s(device: torch.device, dtype: torch.dtype, size: int, repeats: int) -> float:
+    """FLOP/s of a (size x size) @ (size x size) product, the median over `repeats`: about the most dense math
+    reaches on this device (its BLAS, its threads, the matmul precision in effect), measured beside the training
+    steps so that both see the same machine."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    return 2 * size**3 / median_time(lambda: torch.mm(a, b), repeats)
 
 
 def infer(family: str, module: L.LightningModule, batch: Batch) -> object:
@@ -575,6 +584,8 @@ def bench_family(
         optimizer, scheduler = optimizers_of(module)
         step_s = median_time(lambda: plain_step(family, module, batch, optimizer, scheduler, clip), recipe.repeats)
         flops = training_flops(family, module, batch, clip)
+        matmul_size = 128 if smoke else 8192 if device.type == "cuda" else 2048
+        matmul = matmul_flops_per_s(device, torch.float32, matmul_size, max(3, recipe.repeats))
         syncs: dict[str, Any] = {}
         if device.type == "cpu":  # the same ops on any device: a GPU's minutes go to what only it can measure
             counted = min(SYNC_STEPS, recipe.steps)
@@ -601,6 +612,8 @@ def bench_family(
             "model_steps_per_s": 1.0 / step_s,
             "train_gflop_per_sample": flops / samples / 1e9,
             "model_gflops_per_s": flops / step_s / 1e9,  # what the plain step on a batch in memory achieves
+            "matmul_gflops_per_s": matmul / 1e9,  # fp32, this device, this run
+            "model_over_matmul": flops / step_s / matmul,
             "data_batches_per_s": 1.0 / data_s,
             "data_over_model": step_s / data_s,
             "num_workers": datamodule.train_dataloader().num_workers,  # as resolved (``auto``: by the device)
@@ -615,6 +628,8 @@ def bench_family(
             else {str(b): peak_memory(family, b, smoke) for b in recipe.memory_batches},
         }
         if device.type == "cuda":
+            bf16_matmul = matmul_flops_per_s(device, torch.bfloat16, matmul_size, max(3, recipe.repeats))
+            result["matmul_bf16_gflops_per_s"] = bf16_matmul / 1e9
             report(result)
             scaling = gpu_batch_scaling(family, module, batch, clip, max_factor=2 if smoke else 256)
             gpu = result["gpu"] = {"batch_scaling": scaling}
@@ -865,8 +880,8 @@ def markdown_report(results: Mapping[str, Any]) -> str:
     if framework:
         lines += [
             "| family | batch | samples/s plain | Lightning bare / plain | Lightning configured / plain "
-            "| data / model | training GFLOP / sample | model GFLOP/s | inference samples/s | ms per batch "
-            "| peak RSS MB by batch |",
+            "| data / model | training GFLOP / sample | model GFLOP/s (of fp32 matmul) | inference samples/s "
+            "| ms per batch | peak RSS MB by batch |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for family, r in framework.items():
@@ -877,7 +892,7 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                 f"| {family} | {r['samples_per_batch']} | {r['plain_samples_per_s']:,.1f} "
                 f"| {r['lightning_bare_over_plain']:.3f} | {r['lightning_configured_over_plain']:.3f} "
                 f"| {r['data_over_model']:,.1f} | {_cell(r.get('train_gflop_per_sample', '-'))} "
-                f"| {_cell(r.get('model_gflops_per_s', '-'))} | {r['inference_samples_per_s']:,.1f} "
+                f"| {model_flops_cell(r)} | {r['inference_samples_per_s']:,.1f} "
                 f"| {r['inference_ms_per_batch']:,.1f} | {memory} |"
             )
         dates = [f"{f} {r['measured']}" for f, r in framework.items() if isinstance(r, Mapping) and "measured" in r]
@@ -969,6 +984,14 @@ def sync_table(framework: Mapping[str, Any]) -> list[str]:
         )
         lines.append(f"| {family} | {' | '.join(cells)} | {where} | {compiled} | {fitted} |")
     return [*lines, ""]
+
+
+def model_flops_cell(row: Mapping[str, Any]) -> str:
+    """The plain training step's GFLOP/s and its share of the same run's fp32 matrix product, as a markdown cell."""
+    if "model_gflops_per_s" not in row:
+        return "-"
+    share = f" ({100 * row['model_over_matmul']:.0f} %)" if "model_over_matmul" in row else ""
+    return f"{_cell(row['model_gflops_per_s'])}{share}"
 
 
 def gpu_variant_cell(gpu: Mapping[str, Any], variant: str, gflop_per_sample: float | None) -> str:

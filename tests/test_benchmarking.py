@@ -20,6 +20,8 @@ from abr_lab.benchmarking import (
     fullest_factor,
     gpu_batch_scaling,
     gpu_variant_cell,
+    matmul_flops_per_s,
+    model_flops_cell,
     paired_ratio,
     precisions_at_batch,
     rotated,
@@ -209,3 +211,14 @@ def test_gpu_variant_cell_gives_the_achieved_tflops_where_flops_were_counted():
     assert gpu_variant_cell(gpu, "bf16", None) == "4,000 (87 %)"
     assert gpu_variant_cell(gpu, "fp32", 2.5) == "failed: RuntimeError: no"
     assert gpu_variant_cell(gpu, "bf16_compile", 2.5) == "not measured"
+
+
+def test_model_flops_cell_shows_the_share_of_the_matmul():
+    assert model_flops_cell({"model_gflops_per_s": 80.0, "model_over_matmul": 0.4}) == "80 (40 %)"
+    assert model_flops_cell({"model_gflops_per_s": 80.0}) == "80"
+    assert model_flops_cell({}) == "-"
+
+
+def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
+    monkeypatch.setattr(benchmarking, "median_time", lambda fn, repeats: (fn(), 0.5)[1])  # every product: 0.5 s
+    assert matmul_flops_per_s(torch.device("cpu"), torch.float32, 64, 1) == 2 * 64**3 / 0.5

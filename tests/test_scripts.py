@@ -259,6 +259,8 @@ def test_framework_benchmark_smoke_writes_every_field_for_every_family(tmp_path)
             "model_steps_per_s",
             "train_gflop_per_sample",
             "model_gflops_per_s",
+            "matmul_gflops_per_s",
+            "model_over_matmul",
             "data_batches_per_s",
             "data_over_model",
             "inference_samples_per_s",
