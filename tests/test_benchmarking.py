@@ -222,3 +222,14 @@ def test_model_flops_cell_shows_the_share_of_the_matmul():
 def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
     monkeypatch.setattr(benchmarking, "median_time", lambda fn, repeats: (fn(), 0.5)[1])  # every product: 0.5 s
     assert matmul_flops_per_s(torch.device("cpu"), torch.float32, 64, 1) == 2 * 64**3 / 0.5
+
+
+def test_a_failing_flop_count_costs_the_flop_figures_not_the_row(monkeypatch):
+    def failing(*args, **kwargs):
+        raise RuntimeError("no formula for this kernel (fake)")
+
+    monkeypatch.setattr(benchmarking, "training_flops", failing)
+    row = benchmarking.bench_family("lstm_extractor", smoke=True)
+    assert row["flops_error"] == "RuntimeError: no formula for this kernel (fake)"
+    assert "model_gflops_per_s" not in row and row["matmul_gflops_per_s"] > 0 and row["plain_samples_per_s"] > 0
+    assert model_flops_cell(row) == "-"
