@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import abr_lab.flops  # noqa: F401  registers the FLOP formulas PyTorch lacks (CPU attention, recurrent kernels)
@@ -696,8 +696,8 @@ def gpu_variants(
     family: str, smoke: bool, recipe: Recipe, workdir: Path, out: dict[str, Any], measured: Callable[[], None]
 ) -> None:
     """Bare Lightning throughput and GPU utilisation in fp32, bf16-mixed, and bf16-mixed with `torch.compile`, and
-    the ratios to fp32 eager, into `out` (`measured` called after each). A variant that fails on the machine's stack
-    is reported with its error, not fatal."""
+    the ratios to fp32 eager, into `out` (`measured` called after each), and whether the weights stayed finite. A
+    variant that fails on the machine's stack is reported with its error, not fatal."""
     for name, precision, compiled in (
         ("fp32", "32-true", False),
         ("bf16", "bf16-mixed", False),
@@ -713,9 +713,15 @@ def gpu_variants(
         else:
             out[f"{name}_samples_per_s"] = rate
             out[f"{name}_gpu_utilisation_percent"] = sampler.mean
+            out[f"{name}_finite"] = finite_parameters(module)
             if name != "fp32" and "fp32_samples_per_s" in out:
                 out[f"{name}_over_fp32"] = rate / out["fp32_samples_per_s"]
         measured()
+
+
+def finite_parameters(module: nn.Module) -> bool:
+    """Whether every parameter is finite (one host read): a variant's throughput counts only if it still trains."""
+    return bool(torch.stack([torch.isfinite(p).all() for p in module.parameters()]).all())
 
 
 def tile_batch(family: str, batch: Batch, factor: int) -> Batch:
@@ -776,10 +782,14 @@ def precisions_at_batch(
     and under bf16 autocast with the network compiled: samples/s and the ratios to fp32. Where the bf16 + compile
     target (>= 1.5 x fp32) means something: the recipe's batch, sized for a CPU, leaves a GPU mostly idle. Compiling
     changes `module.net` in place (nothing may use `module` after it). The figures go into `out`, `measured` called
-    after each variant; a variant that fails is recorded with its error, not fatal."""
+    after each variant; a variant that fails is recorded with its error, not fatal. Each variant starts from the
+    same weights and records whether its steps left them finite (`<variant>_finite`): a speed-up that trains to
+    NaN is none."""
     out["factor"] = factor
+    initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
     for name in PRECISIONS:
         try:
+            module.load_state_dict(initial)
             if name.endswith("compile"):
                 module.net.compile()
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=name != "fp32"):
@@ -789,6 +799,7 @@ def precisions_at_batch(
         else:
             out["samples_per_batch"] = samples
             out[f"{name}_samples_per_s"] = samples / step_s
+            out[f"{name}_finite"] = finite_parameters(module)
             if name != "fp32" and "fp32_samples_per_s" in out:
                 out[f"{name}_over_fp32"] = out[f"{name}_samples_per_s"] / out["fp32_samples_per_s"]
         measured()
@@ -932,10 +943,7 @@ def markdown_report(results: Mapping[str, Any]) -> str:
                 for b, m in g.get("batch_scaling", {}).items()
             )
             full = g.get("at_full_batch", {})
-            at_full = ", ".join(
-                _cell(full[f"{v}_over_fp32"]) if f"{v}_over_fp32" in full else "failed" if f"{v}_error" in full else "-"
-                for v in ("bf16", "bf16_compile")
-            )
+            at_full = ", ".join(full_batch_ratio(full, v) for v in ("bf16", "bf16_compile"))
             if "samples_per_batch" in full:
                 at_full = f"{full['samples_per_batch']}: {at_full}"
             lines.append(f"| {family} | {' | '.join(cells)} | {' | '.join(ratios)} | {at_full} | {scaling} |")
@@ -1006,7 +1014,19 @@ def gpu_variant_cell(gpu: Mapping[str, Any], variant: str, gflop_per_sample: flo
         return f"failed: {gpu[f'{variant}_error'][:80]}" if f"{variant}_error" in gpu else "not measured"
     rate = gpu[f"{variant}_samples_per_s"]
     tflops = f", {rate * gflop_per_sample / 1e3:,.1f} TFLOP/s" if gflop_per_sample else ""
-    return f"{rate:,.0f} ({gpu[f'{variant}_gpu_utilisation_percent']:.0f} %{tflops})"
+    return f"{rate:,.0f} ({gpu[f'{variant}_gpu_utilisation_percent']:.0f} %{tflops}){non_finite(gpu, variant)}"
+
+
+def full_batch_ratio(full: Mapping[str, Any], variant: str) -> str:
+    """A variant's ratio to fp32 at the full batch (`precisions_at_batch`), "failed", or "-" (not measured)."""
+    if f"{variant}_over_fp32" in full:
+        return _cell(full[f"{variant}_over_fp32"]) + non_finite(full, variant)
+    return "failed" if f"{variant}_error" in full else "-"
+
+
+def non_finite(figures: Mapping[str, Any], variant: str) -> str:
+    """A warning for a markdown cell whose variant left non-finite weights (results before the check: none)."""
+    return ", weights non-finite" if figures.get(f"{variant}_finite") is False else ""
 
 
 def _cell(value: Any) -> str:

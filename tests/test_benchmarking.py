@@ -20,6 +20,7 @@ from abr_lab.benchmarking import (
     fullest_factor,
     gpu_batch_scaling,
     gpu_variant_cell,
+    markdown_report,
     matmul_flops_per_s,
     model_flops_cell,
     paired_ratio,
@@ -164,6 +165,29 @@ def test_precisions_at_batch_reports_each_variant_and_keeps_going_past_a_failure
     assert out["factor"] == 2 and out["samples_per_batch"] == 8  # 4 sequences tiled twice
     assert out["fp32_samples_per_s"] > 0 and out["bf16_over_fp32"] > 0  # on the CPU the CUDA autocast is a no-op
     assert out["bf16_compile_error"] == "RuntimeError: no compiler here" and "bf16_compile_samples_per_s" not in out
+    assert out["fp32_finite"] is True and out["bf16_finite"] is True and "bf16_compile_finite" not in out
+
+
+def test_a_variant_that_trains_to_nan_is_flagged_and_the_next_starts_from_the_same_weights(lstm_setup, monkeypatch):
+    module, batch = lstm_setup
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    seen: list[bool] = []
+
+    def step_seconds(family, module, batch, factor, clip) -> tuple[int, float]:
+        seen.append(all(torch.equal(v, before[k]) for k, v in module.state_dict().items()))
+        if len(seen) == 2:  # the bf16 variant diverges
+            with torch.no_grad():
+                next(module.parameters()).fill_(math.nan)
+        return 8, 0.1
+
+    monkeypatch.setattr(benchmarking, "_tiled_step_seconds", step_seconds)
+    monkeypatch.setattr(module.net, "compile", lambda: None)
+    out: dict = {}
+    precisions_at_batch("lstm_extractor", module, batch, 0.0, 2, out, measured=lambda: None)
+    assert seen == [True, True, True]  # every variant from the weights it was handed
+    assert (out["fp32_finite"], out["bf16_finite"], out["bf16_compile_finite"]) == (True, False, True)
+    row = {"gpu": {"at_full_batch": out}, "partial": False}
+    assert "| 8: 1, weights non-finite, 1 |" in markdown_report({"framework": {"x": row}})  # bf16, bf16 + compile
 
 
 @pytest.mark.parametrize("family", ["lstm_extractor", "optimized_unet", "rawnet2", "puzzle_cnn"])
@@ -209,6 +233,7 @@ def test_gpu_variant_cell_gives_the_achieved_tflops_where_flops_were_counted():
     gpu = {"bf16_samples_per_s": 4000.0, "bf16_gpu_utilisation_percent": 87.4, "fp32_error": "RuntimeError: no"}
     assert gpu_variant_cell(gpu, "bf16", 2.5) == "4,000 (87 %, 10.0 TFLOP/s)"  # 4,000 samples/s x 2.5 GFLOP
     assert gpu_variant_cell(gpu, "bf16", None) == "4,000 (87 %)"
+    assert gpu_variant_cell({**gpu, "bf16_finite": False}, "bf16", None) == "4,000 (87 %), weights non-finite"
     assert gpu_variant_cell(gpu, "fp32", 2.5) == "failed: RuntimeError: no"
     assert gpu_variant_cell(gpu, "bf16_compile", 2.5) == "not measured"
 

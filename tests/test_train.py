@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,9 +15,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from abr_lab.config import compose_config
 from abr_lab.lstm_extractor import LSTMExtractorModule
 from abr_lab.train import objective, train
-from tests.conftest import TINY_LSTM
+from tests.conftest import TINY_LSTM, TINY_PUZZLE, TINY_SPOOF, TINY_UNET_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,3 +182,19 @@ def test_compiled_network_trains_and_its_checkpoint_loads_uncompiled(tiny_cfg, m
     x = torch.randn(2, 50, 1 + len(model.freqs))
     trained = LSTMExtractorModule.load_from_checkpoint(summary["best_checkpoint"], weights_only=True)  # compiles
     torch.testing.assert_close(trained.net(x)[0], model.net(x)[0])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [TINY_LSTM, TINY_UNET_CHECKPOINT, TINY_SPOOF, TINY_PUZZLE],
+    ids=["lstm_extractor", "optimized_unet", "rawnet2", "puzzle_cnn"],
+)
+def test_every_family_trains_and_tests_under_bf16_mixed(overrides, tmp_path):
+    """``trainer=gpu`` trains in bf16-mixed: each family's training, validation and test steps run under Lightning's
+    bf16 autocast (here the CPU's) to finite metrics. PuzzleCNN's correlation once failed there on a GPU (mixed
+    bf16 and float32 in one index_put)."""
+    cfg = compose_config(
+        [*overrides, "trainer.precision=bf16-mixed", "debug=fdr"], output_dir=tmp_path / "run", root_dir=tmp_path
+    )
+    summary = train(cfg)
+    assert summary["test"] and all(math.isfinite(v) for v in summary["test"].values()), summary["test"]

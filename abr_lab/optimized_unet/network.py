@@ -71,6 +71,18 @@ def _groups(channels: int) -> int:
     return 8 if channels % 8 == 0 else 1
 
 
+def max_over_time(x: Tensor, keepdim: bool = False) -> Tensor:
+    """The maximum over the last (time) axis, with its gradient on the arg max.
+
+    Not `amax`: its backward finds the maxima again by comparing every element with the saved maximum and divides by
+    how many matched. Compiled under bf16 autocast, Inductor recomputes the elements in float32 and the comparison
+    with the bf16-rounded maximum can match none: 0 / 0, and every gradient of the network NaN from the first step
+    (the tiny U-Net, `torch.compile` on the CPU, 2026-12-07; `tests/optimized_unet/test_network.py` reproduces it on
+    one block). The values are the same; on ties the gradient goes to one element instead of being shared.
+    """
+    return x.max(dim=-1, keepdim=keepdim).values
+
+
 class ConvBlock(nn.Module):
     """Two convolutions with GroupNorm and GELU, plus a (1×1 when widths differ) residual path."""
 
@@ -168,7 +180,7 @@ class Bottleneck(nn.Module):
         if self.rescnn is not None:
             x = self.rescnn(x)  # (B, C, Lb)
         x = self.s4(x)  # (B, C, Lb)
-        summary = torch.cat([x.mean(-1), x.amax(-1)], dim=-1)  # (B, 2C)
+        summary = torch.cat([x.mean(-1), max_over_time(x)], dim=-1)  # (B, 2C)
         x = x + self.context(summary).unsqueeze(-1)  # (B, C, Lb)
         return self.film(x, cond)
 
@@ -289,7 +301,7 @@ class TaskExtractors(nn.Module):
         class_in = torch.cat([self.class_pool(self.class_conv(coarse)), global_context], -1)  # (B, 2C)
         class_vector = self.class_proj(class_in)  # (B, C)
         t = F.relu(self.threshold_conv(coarse))  # (B, C, L0) rectified: amplitude-like
-        threshold_stats = torch.cat([t.mean(-1), t.std(-1), t.amax(-1), energy], dim=-1)  # (B, 3C + 3)
+        threshold_stats = torch.cat([t.mean(-1), t.std(-1), max_over_time(t), energy], dim=-1)  # (B, 3C + 3)
         threshold_vector = self.threshold_proj(threshold_stats)  # (B, C)
 
         tokens = torch.stack(
@@ -335,7 +347,7 @@ class PeakHead(nn.Module):
         latency = (p * positions).sum(-1)  # (B, W) fraction of the window
         amplitude = (p * self.amplitude(x)).sum(-1)  # (B, W)
         at_peak = torch.einsum("bwl,bcl->bwc", p, x)  # (B, W, C) features under each wave's distribution
-        best = scores.amax(-1, keepdim=True)  # (B, W, 1)
+        best = max_over_time(scores, keepdim=True)  # (B, W, 1)
         local_in = torch.cat([at_peak, cond.unsqueeze(1).expand(b, self.num_waves, -1), best], dim=-1)
         presence, latency_log_sigma, amplitude_log_sigma = self.local(local_in).unbind(-1)  # (B, W) each
         return {

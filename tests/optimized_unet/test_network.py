@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from abr_lab.layers import AttentionSkipFusion, ConcatSkipFusion, EntropyProbe, MultiScaleAttention, ResCNNStack
 from abr_lab.optimized_unet.network import (
+    ConvBlock,
     OptimizedHierarchicalUNet,
     ResidualS4D,
     level_lengths,
+    max_over_time,
 )
 from abr_lab.registry import create_model, list_models
 
@@ -161,6 +166,36 @@ def test_network_traces_into_one_graph_in_training_and_under_the_health_probe() 
     with torch.no_grad():
         compiled(x, s)
     assert all(p.entropy is not None and torch.isfinite(p.entropy) for p in probes if p.entropy is not None)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="Inductor's CPU backend needs a C++ compiler")
+def test_max_over_time_trains_finite_when_compiled_under_bf16_autocast() -> None:
+    """The threshold extractor's pattern (conv block, ReLU, maximum over time, projection) compiled by Inductor under
+    bf16 autocast, as ``trainer=gpu model.compile=true`` trains: with `amax` in place of `max_over_time` every input
+    gradient here was NaN from the first backward (and every gradient of the tiny U-Net); eager was finite."""
+    torch.manual_seed(0)
+    block, proj = ConvBlock(8, 8), torch.nn.Linear(8, 8)
+    x = torch.randn(8, 8, 150, requires_grad=True)
+    step = torch.compile(lambda x: proj(max_over_time(F.relu(block(x)))).float().sum())  # Inductor: ~5 s
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = step(x.bfloat16())
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and all(torch.isfinite(p.grad).all() for p in block.parameters())
+
+
+def test_network_uses_no_amax() -> None:
+    """Every maximum in the network is `max_over_time` (why: above): none of `amax`'s compiled backward left."""
+    graphs = []
+
+    def record(gm: torch.fx.GraphModule, _: object) -> object:
+        graphs.append(gm)
+        return gm.forward
+
+    net = OptimizedHierarchicalUNet(**TINY, use_multi_scale_attention=True, use_cross_attention=True)
+    torch.compile(net, backend=record, fullgraph=True)(torch.randn(2, 1, 300), torch.randn(2, 4))
+    (graph,) = graphs
+    targets = {str(getattr(node.target, "__name__", node.target)) for node in graph.graph.nodes}
+    assert "max" in targets and "amax" not in targets
 
 
 def test_wrong_input_shape_is_named() -> None:
