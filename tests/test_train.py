@@ -1,4 +1,5 @@
-"""End-to-end runs of train.py on the tiny LSTM task: outputs, logs, resume, the command line, multirun."""
+"""End-to-end runs of train.py on the tiny LSTM task: outputs, logs, resume, the command line, multirun; and every
+family under bf16-mixed."""
 
 from __future__ import annotations
 
